@@ -1,0 +1,62 @@
+# Quiver: `make run` starts the service, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+export FLASK_APP := wsgi
+
+.PHONY: install run migrate test test-sqlite test-postgres lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python requirements.txt requirements-dev.txt
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+migrate: install
+	$(BIN)/flask db upgrade
+
+run: migrate
+	@$(BIN)/flask dev-key > var/dev-key.txt
+	@KEY=$$(sed -n 's/^key: //p' var/dev-key.txt); rm -f var/dev-key.txt; \
+	echo ""; \
+	echo "  Quiver is starting on http://127.0.0.1:$(PORT)"; \
+	echo "  Admin key (shown once): $$KEY"; \
+	echo ""; \
+	echo "  curl -s http://127.0.0.1:$(PORT)/api/v1/tasks -H 'Authorization: Bearer '$$KEY"; \
+	echo "  curl -s -X POST http://127.0.0.1:$(PORT)/api/v1/tasks -H 'Authorization: Bearer '$$KEY \\"; \
+	echo "       -H 'Content-Type: application/json' -d '{\"title\": \"Hello\"}'"; \
+	echo "  API docs: http://127.0.0.1:$(PORT)/api/v1/docs"; \
+	echo ""
+	$(BIN)/honcho start --port $(PORT) web worker
+
+test: install
+	$(BIN)/ruff check .
+	$(MAKE) --no-print-directory test-sqlite
+	$(MAKE) --no-print-directory test-postgres
+
+test-sqlite: install
+	env -u TEST_DATABASE_URL $(BIN)/pytest
+
+test-postgres: install
+	@URL=$$($(BIN)/python -m tests.backends); \
+	if [ -n "$$URL" ]; then \
+		echo "PostgreSQL at $$URL: running the suite against it"; \
+		TEST_DATABASE_URL="$$URL" $(BIN)/pytest; \
+	else \
+		echo "No PostgreSQL reachable (set TEST_DATABASE_URL): skipped the PostgreSQL run"; \
+	fi
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: migrate
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

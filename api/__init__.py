@@ -1,0 +1,71 @@
+"""Quiver: a multi-account REST API over declared entities. `create_app` builds the Flask app."""
+
+from flask import Flask
+from flask_cors import CORS
+from flask_smorest import Api
+
+from api import auth, errors, redis_conn, request_log, store
+from api.blueprints import api_keys, docs_assets, health, records
+from api.config import Settings
+from api.docs import ErrorSchema
+from api.entities import ENTITIES
+
+EXPOSED_HEADERS = ["ETag", "Location", "Link", "X-Request-ID", "Retry-After",
+                   "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset",
+                   "Idempotent-Replayed"]
+
+
+class QuiverApi(Api):
+    """flask-smorest's Api, documenting errors in the service's envelope."""
+
+    ERROR_SCHEMA = ErrorSchema
+
+
+def create_app(overrides: dict | None = None) -> Flask:
+    """Build the app from environment variables (`overrides` win, for tests)."""
+    settings = Settings.from_env(overrides)
+    app = Flask(__name__)
+    app.config.update(
+        QUIVER=settings,
+        MAX_CONTENT_LENGTH=settings.max_content_length,
+        API_TITLE="Quiver",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api/v1",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL=docs_assets.ASSETS_URL,
+        API_SPEC_OPTIONS={
+            "components": {"securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer",
+                               "description": "An API key: `Authorization: Bearer sk_…`"}}},
+            "security": [{"bearerAuth": []}],
+        },
+    )
+    app.json.sort_keys = False
+    app.json.ensure_ascii = False
+    app.json.mimetype = "application/json; charset=utf-8"
+
+    request_log.configure_logging(settings.log_level)
+    store.configure(settings.database_url, settings.db_pool_size)
+    redis_conn.configure(settings)
+
+    request_log.init_app(app)
+    store.init_app(app)
+    auth.init_app(app)
+    if settings.cors_origins:
+        CORS(app, origins=settings.cors_origins, expose_headers=EXPOSED_HEADERS,
+             supports_credentials=False, max_age=600)
+
+    api = QuiverApi(app)
+    api.register_blueprint(health.blp)
+    api.register_blueprint(api_keys.blp)
+    for entity in ENTITIES.values():
+        api.register_blueprint(records.make_blueprint(entity))
+    app.register_blueprint(docs_assets.blp)
+    errors.init_app(app)
+
+    from api import cli
+    cli.init_app(app)
+    return app
+

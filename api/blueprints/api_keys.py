@@ -1,0 +1,47 @@
+"""`/api/v1/api-keys`: create (secret shown once), list, get and revoke keys (admin)."""
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from api.auth import current_account_id, requires
+from api.docs import ErrorSchema, envelope
+from api.http import json_body, no_content, success
+from api.services import accounts
+from api.services.accounts import ApiKeySchema, CreatedApiKeySchema
+
+blp = Blueprint("api-keys", __name__, url_prefix="/api/v1/api-keys",
+                description="API keys of the caller's account (admin scope).")
+
+
+@blp.route("")
+class ApiKeys(MethodView):
+    @requires("admin")
+    @blp.response(200, envelope(ApiKeySchema, "ApiKeyList"))
+    def get(self):
+        return success([accounts.serialize_key(k) for k in accounts.list_keys(current_account_id())])
+
+    @requires("admin")
+    @blp.doc(requestBody={"required": True,
+                          "content": {"application/json": {"schema": ApiKeySchema}}})
+    @blp.response(201, envelope(CreatedApiKeySchema, "CreatedApiKey"))
+    @blp.alt_response(400, schema=ErrorSchema)
+    def post(self):
+        row, secret = accounts.create_key_from_payload(current_account_id(), json_body())
+        data = {**accounts.serialize_key(row), "key": secret}
+        return success(data, 201, headers={"Location": f"/api/v1/api-keys/{row.id}"})
+
+
+@blp.route("/<string:key_id>")
+class ApiKeyItem(MethodView):
+    @requires("admin")
+    @blp.response(200, envelope(ApiKeySchema, "ApiKey"))
+    @blp.alt_response(404, schema=ErrorSchema)
+    def get(self, key_id):
+        return success(accounts.serialize_key(accounts.get_key(current_account_id(), key_id)))
+
+    @requires("admin")
+    @blp.response(204)
+    @blp.alt_response(404, schema=ErrorSchema)
+    def delete(self, key_id):
+        accounts.revoke_key(current_account_id(), key_id)
+        return no_content()

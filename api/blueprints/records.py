@@ -1,0 +1,136 @@
+"""The generic CRUD blueprint: built once per declared entity from its `Entity`.
+
+`/api/v1/{path}` (list, create) and `/api/v1/{path}/{id}` (get, patch, put,
+delete), with pagination, filters, search, field selection, expansion and
+ETag-based concurrency control.
+"""
+
+from urllib.parse import urlencode
+
+from flask import request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from api.auth import current_account_id, requires
+from api.docs import ErrorSchema, envelope, list_envelope, list_parameters, shape_parameters
+from api.entities.base import Entity
+from api.http import json_body, no_content, success
+from api.query import ListQuery, parse_list_args, parse_shape
+from api.services.records import Page, etag, etag_matches, service_for
+
+BASE = "/api/v1"
+
+
+def _link_header(lq: ListQuery, page: Page) -> str | None:
+    links = []
+    args = request.args.to_dict(flat=True)
+    if page.has_next:
+        if lq.cursor is None:
+            links.append(({**args, "page": str(lq.page + 1)}, "next"))
+        else:
+            links.append(({**args, "cursor": page.next_cursor}, "next"))
+    if lq.cursor is None and lq.page > 1:
+        links.append(({**args, "page": str(lq.page - 1)}, "prev"))
+    return ", ".join(f'<{request.base_url}?{urlencode(a)}>; rel="{rel}"' for a, rel in links) or None
+
+
+def _meta(lq: ListQuery, page: Page) -> dict:
+    return {
+        "page": None if lq.cursor else lq.page,
+        "limit": lq.limit,
+        "total": page.total,
+        "hasNextPage": page.has_next,
+        "hasPreviousPage": bool(lq.cursor) or lq.page > 1,
+        "nextCursor": page.next_cursor,
+    }
+
+
+def make_blueprint(entity: Entity) -> Blueprint:
+    """The CRUD blueprint of one entity."""
+    service = service_for(entity.name)
+    title = entity.title
+    blp = Blueprint(entity.path, __name__, url_prefix=f"{BASE}/{entity.path}",
+                    description=f"{title} records.")
+    one = envelope(entity.schema, title)
+    body_doc = {"requestBody": {"required": True,
+                                "content": {"application/json": {"schema": entity.schema}}}}
+
+    def record_response(row, status: int = 200, fields=None, expand=()):
+        data = service.serialize(current_account_id(), [row], fields, expand)[0]
+        headers = {"ETag": etag(row)}
+        if status == 201:
+            headers["Location"] = f"{BASE}/{entity.path}/{row.id}"
+        return success(data, status, headers=headers)
+
+    @blp.route("")
+    class Collection(MethodView):
+        @requires("read")
+        @blp.doc(parameters=list_parameters(entity), summary=f"List {entity.path}")
+        @blp.response(200, list_envelope(entity))
+        @blp.alt_response(400, schema=ErrorSchema)
+        def get(self):
+            lq = parse_list_args(entity, request.args)
+            page = service.list_page(current_account_id(), lq)
+            data = service.serialize(current_account_id(), page.rows, lq.fields, lq.expand)
+            link = _link_header(lq, page)
+            return success(data, meta=_meta(lq, page), headers={"Link": link} if link else None)
+
+        @requires("write")
+        @blp.doc(summary=f"Create a {entity.name}", **body_doc)
+        @blp.response(201, one)
+        @blp.alt_response(400, schema=ErrorSchema)
+        @blp.alt_response(409, schema=ErrorSchema)
+        def post(self):
+            row = service.create(current_account_id(), json_body())
+            return record_response(row, 201)
+
+    @blp.route("/<string:record_id>")
+    class Item(MethodView):
+        @requires("read")
+        @blp.doc(parameters=shape_parameters(entity), summary=f"Get a {entity.name}")
+        @blp.response(200, one)
+        @blp.alt_response(304, description="Not modified (If-None-Match matched).")
+        @blp.alt_response(404, schema=ErrorSchema)
+        def get(self, record_id):
+            fields, expand = parse_shape(entity, request.args)
+            row = service.get(current_account_id(), record_id)
+            if_none_match = request.headers.get("If-None-Match")
+            if if_none_match and etag_matches(if_none_match, row):
+                return "", 304, {"ETag": etag(row)}
+            return record_response(row, fields=fields, expand=expand)
+
+        @requires("write")
+        @blp.doc(summary=f"Update some fields of a {entity.name}", **body_doc)
+        @blp.response(200, one)
+        @blp.alt_response(404, schema=ErrorSchema)
+        @blp.alt_response(412, schema=ErrorSchema)
+        def patch(self, record_id):
+            payload = json_body()
+            row = service.update(current_account_id(), record_id, payload,
+                                 if_match=request.headers.get("If-Match"))
+            return record_response(row)
+
+        @requires("write")
+        @blp.doc(summary=f"Replace a {entity.name}", **body_doc)
+        @blp.response(200, one)
+        @blp.alt_response(404, schema=ErrorSchema)
+        @blp.alt_response(412, schema=ErrorSchema)
+        def put(self, record_id):
+            payload = json_body()
+            row = service.update(current_account_id(), record_id, payload, replace=True,
+                                 if_match=request.headers.get("If-Match"))
+            return record_response(row)
+
+        @requires("write")
+        @blp.doc(summary=f"Delete a {entity.name}")
+        @blp.response(204)
+        @blp.alt_response(404, schema=ErrorSchema)
+        @blp.alt_response(412, schema=ErrorSchema)
+        def delete(self, record_id):
+            service.delete(current_account_id(), record_id,
+                           if_match=request.headers.get("If-Match"))
+            return no_content()
+
+    Collection.__name__ = f"{title}Collection"
+    Item.__name__ = f"{title}Item"
+    return blp

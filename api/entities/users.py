@@ -1,0 +1,31 @@
+"""Users: people in an account; `email` is unique per account (case-insensitively)."""
+
+import peewee
+from marshmallow import fields, validate
+
+from api.entities.base import Entity, RecordModel, RecordSchema
+from api.fields import Text
+
+
+class User(RecordModel):
+    name = peewee.CharField(max_length=100)
+    email = peewee.CharField(max_length=254)
+
+    class Meta:
+        table_name = "users"
+
+
+class UserSchema(RecordSchema):
+    name = Text(required=True, validate=validate.Length(1, 100))
+    email = fields.Email(required=True, validate=validate.Length(max=254))
+
+
+ENTITY = Entity(
+    name="user",
+    path="users",
+    model=User,
+    schema=UserSchema,
+    sortable=("createdAt", "updatedAt", "name", "email"),
+    searchable=("name", "email"),
+    unique=("email",),
+)

@@ -1,0 +1,49 @@
+"""Reading JSON request bodies and writing success envelopes."""
+
+import json
+
+from flask import jsonify, request
+
+from api.errors import BadRequest, ValidationFailed
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def json_body() -> dict:
+    """The request body as a JSON object, or a 400 in the envelope.
+
+    Wrong content type or unparseable JSON is `BAD_REQUEST`; valid JSON that is
+    not an object is `VALIDATION_FAILED`.
+    """
+    mimetype = request.mimetype or ""
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise BadRequest("Content-Type must be application/json.")
+    raw = request.get_data(cache=True)
+    try:
+        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise BadRequest("The request body is not valid UTF-8.") from exc
+    except ValueError as exc:
+        raise BadRequest(f"Malformed JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValidationFailed({"_schema": ["The request body must be a JSON object."]})
+    return data
+
+
+def success(data, status: int = 200, meta: dict | None = None, headers: dict | None = None):
+    """`{"success": true, "data": ..., "meta": ...}` with the given status and headers."""
+    body = {"success": True, "data": data}
+    if meta is not None:
+        body["meta"] = meta
+    response = jsonify(body)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def no_content():
+    """An empty 204 response."""
+    return "", 204

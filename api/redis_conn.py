@@ -1,0 +1,42 @@
+"""The Redis connection: `REDIS_URL`, or the embedded server when it is unset.
+
+Nothing connects (or starts the embedded server) until Redis is first used,
+so the web process starts and CLI commands run even while Redis is down.
+"""
+
+import os
+from functools import cache
+
+import redis
+
+from api import embedded_redis
+from api.config import Settings
+
+_settings: Settings | None = None
+
+
+def resolve_url(settings: Settings) -> str:
+    """`REDIS_URL`, or the embedded server's URL (starting it when needed).
+
+    The URL is written back to the environment so that forked workers and
+    child processes use the same server.
+    """
+    if settings.redis_url:
+        return settings.redis_url
+    url = embedded_redis.ensure_running(settings.var_dir)
+    os.environ["REDIS_URL"] = url
+    return url
+
+
+def configure(settings: Settings) -> None:
+    """Remember the settings; the connection is made on first use."""
+    global _settings
+    _settings = settings
+    client.cache_clear()
+
+
+@cache
+def client() -> redis.Redis:
+    """The process-wide Redis client (a connection pool, safe across threads)."""
+    return redis.Redis.from_url(resolve_url(_settings), socket_connect_timeout=2,
+                                socket_timeout=5, health_check_interval=30)

@@ -1,0 +1,1 @@
+"""The service layer: every read and write of records goes through here."""

@@ -1,0 +1,91 @@
+"""The database: one peewee proxy, configured from `DATABASE_URL`.
+
+SQLite (the embedded default) runs in WAL mode with foreign keys on, a busy
+timeout and `BEGIN IMMEDIATE` write transactions, so concurrent writers queue
+instead of failing. PostgreSQL uses a connection pool. A connection is opened
+lazily on a request's first query and returned at teardown (`init_app`), so
+routes that need no database (`/healthz`) never touch it.
+"""
+
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import parse_qsl, urlparse
+
+import peewee
+from playhouse.pool import PooledPostgresqlDatabase
+
+db = peewee.DatabaseProxy()
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "foreign_keys": 1,
+    "busy_timeout": 10000,
+    "synchronous": "normal",
+}
+
+
+def _unicode_lower(value):
+    return value.lower() if isinstance(value, str) else value
+
+
+def make_database(url: str, pool_size: int = 20) -> peewee.Database:
+    """Build a peewee database object for a `sqlite:///…` or `postgresql://…` URL."""
+    parsed = urlparse(url)
+    scheme = parsed.scheme.split("+")[0]
+    if scheme == "sqlite":
+        path = parsed.path[1:] if parsed.path.startswith("//") else parsed.path
+        path = path or ":memory:"
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        database = peewee.SqliteDatabase(
+            path, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE", timeout=10,
+            check_same_thread=False,
+        )
+        database.register_function(_unicode_lower, "quiver_lower", 1)
+        return database
+    if scheme in ("postgres", "postgresql"):
+        options = dict(parse_qsl(parsed.query))
+        return PooledPostgresqlDatabase(
+            parsed.path.lstrip("/"),
+            host=parsed.hostname,
+            port=parsed.port or 5432,
+            user=parsed.username,
+            password=parsed.password,
+            max_connections=pool_size,
+            stale_timeout=300,
+            timeout=10,
+            **options,
+        )
+    raise ValueError(f"Unsupported DATABASE_URL scheme: {parsed.scheme!r}")
+
+
+def configure(url: str, pool_size: int = 20) -> peewee.Database:
+    """Point the shared proxy at the database named by `url`."""
+    database = make_database(url, pool_size)
+    db.initialize(database)
+    return database
+
+
+def is_postgres() -> bool:
+    """True when the configured database is PostgreSQL."""
+    return isinstance(db.obj, peewee.PostgresqlDatabase)
+
+
+@contextmanager
+def transaction():
+    """One write transaction, or a savepoint inside an outer one.
+
+    Every service write runs in here, so an outer caller (an atomic batch, a
+    job) can wrap several writes in one transaction.
+    """
+    with db.atomic() as txn:
+        yield txn
+
+
+def init_app(app) -> None:
+    """Give the request's connection back (to the pool) at teardown."""
+
+    @app.teardown_request
+    def _close_connection(exc):
+        if not db.is_closed():
+            db.close()

@@ -1,0 +1,38 @@
+"""UTC timestamps: stored naive in UTC at millisecond precision, shown as RFC 3339 with `Z`."""
+
+from datetime import UTC, datetime
+
+
+def utcnow() -> datetime:
+    """The current time, naive UTC, truncated to milliseconds."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def to_utc(value: datetime) -> datetime:
+    """An aware or naive-UTC datetime as naive UTC, truncated to milliseconds."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def format_rfc3339(value: datetime | None) -> str | None:
+    """`2025-01-15T10:00:00.123Z` for a naive-UTC datetime (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp into naive UTC; ValueError if not one.
+
+    A plain date or a timestamp without an offset is taken as UTC.
+    """
+    if not isinstance(text, str) or not 10 <= len(text) <= 40:
+        raise ValueError("Not a valid datetime.")
+    value = datetime.fromisoformat(text.replace("z", "Z"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return to_utc(value)

@@ -1,0 +1,37 @@
+"""gunicorn settings, all from environment variables.
+
+`gthread` workers: each process serves `WEB_THREADS` requests at once, so a
+slow client or a long-lived stream does not block the others.
+"""
+
+import os
+
+from api import embedded_redis, redis_conn
+from api.config import Settings
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("WEB_THREADS", "8"))
+worker_class = "gthread"
+timeout = int(os.environ.get("WEB_TIMEOUT", "60"))
+graceful_timeout = int(os.environ.get("WEB_GRACEFUL_TIMEOUT", "20"))
+keepalive = 5
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+accesslog = "-" if os.environ.get("ACCESS_LOG", "").lower() in ("1", "true", "yes") else None
+access_log_format = (
+    '{"ts": "%(t)s", "level": "info", "logger": "gunicorn.access", "method": "%(m)s", '
+    '"path": "%(U)s", "status": %(s)s, "duration_ms": %(M)s, '
+    '"request_id": "%({x-request-id}o)s", "remote": "%(h)s"}'
+)
+
+
+def on_starting(server):
+    """Start the embedded Redis in the master (when `REDIS_URL` is unset) so workers share it."""
+    redis_conn.resolve_url(Settings.from_env())
+
+
+def on_exit(server):
+    """Stop the embedded Redis if the master started it."""
+    embedded_redis.stop()
