@@ -33,7 +33,7 @@ run: migrate
 	echo "       -H 'Content-Type: application/json' -d '{\"title\": \"Hello\"}'"; \
 	echo "  API docs: http://127.0.0.1:$(PORT)/api/v1/docs"; \
 	echo ""
-	$(BIN)/honcho start --port $(PORT) web worker
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --port $(PORT) web worker
 
 test: install
 	$(BIN)/ruff check .

@@ -4,8 +4,8 @@ from flask import Flask
 from flask_cors import CORS
 from flask_smorest import Api
 
-from api import auth, errors, redis_conn, request_log, store
-from api.blueprints import api_keys, docs_assets, health, records
+from api import auth, config, errors, redis_conn, request_log, store
+from api.blueprints import api_keys, bulk, docs_assets, events, health, records, webhooks
 from api.config import Settings
 from api.docs import ErrorSchema
 from api.entities import ENTITIES
@@ -20,10 +20,17 @@ class QuiverApi(Api):
 
     ERROR_SCHEMA = ErrorSchema
 
+    def _openapi_json(self):
+        """The spec, typed `application/json; charset=utf-8` like every other JSON response."""
+        response = super()._openapi_json()
+        response.content_type = "application/json; charset=utf-8"
+        return response
+
 
 def create_app(overrides: dict | None = None) -> Flask:
     """Build the app from environment variables (`overrides` win, for tests)."""
     settings = Settings.from_env(overrides)
+    config.activate(settings)
     app = Flask(__name__)
     app.config.update(
         QUIVER=settings,
@@ -60,7 +67,10 @@ def create_app(overrides: dict | None = None) -> Flask:
     api = QuiverApi(app)
     api.register_blueprint(health.blp)
     api.register_blueprint(api_keys.blp)
+    api.register_blueprint(events.blp)
+    api.register_blueprint(webhooks.blp)
     for entity in ENTITIES.values():
+        api.register_blueprint(bulk.make_blueprint(entity))
         api.register_blueprint(records.make_blueprint(entity))
     app.register_blueprint(docs_assets.blp)
     errors.init_app(app)

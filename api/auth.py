@@ -9,6 +9,7 @@ are stored only as SHA-256 hashes, and are compared in constant time.
 
 import hashlib
 import hmac
+import re
 import secrets
 from datetime import timedelta
 
@@ -16,12 +17,14 @@ from flask import current_app, g, request
 
 from api.errors import APIError
 from api.models import ApiKey
+from api.store import db
 from api.timeutil import utcnow
 
 SCOPES = ("read", "write", "admin")
 KEY_PREFIX = "sk_"
 VISIBLE_PREFIX_LENGTH = 12
 PUBLIC_BLUEPRINTS = {"api-docs"}
+_URL_SAFE = re.compile(r"[A-Za-z0-9_-]+")  # keys never hold anything else (no NUL reaches SQL)
 
 
 def generate_key() -> str:
@@ -87,10 +90,11 @@ def authenticate(key: str | None) -> ApiKey:
     """The live `ApiKey` for `key`, or a 401."""
     if key is None:
         raise unauthorized("Missing API key: send 'Authorization: Bearer <key>'.")
-    if not key.startswith(KEY_PREFIX) or len(key) > 200:
+    if not key.startswith(KEY_PREFIX) or len(key) > 200 or not _URL_SAFE.fullmatch(key):
         raise unauthorized("Invalid API key.")
     presented = hash_key(key)
-    candidates = ApiKey.select().where(ApiKey.prefix == visible_prefix(key))
+    candidates = ApiKey.raw(f'SELECT * FROM "api_keys" WHERE "prefix" = {db.param}',
+                            visible_prefix(key))
     match = next((k for k in candidates if hmac.compare_digest(k.key_hash, presented)), None)
     if match is None:
         raise unauthorized("Invalid API key.")

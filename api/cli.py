@@ -38,6 +38,8 @@ def dev_key():
     account = Account.get_or_none(Account.name == DEMO_ACCOUNT)
     if account is None:
         account, secret = accounts.create_account(DEMO_ACCOUNT)
+        # name the first key as a dev key too, so that the next `dev-key` revokes it
+        ApiKey.update(name=DEV_KEY_NAME).where(ApiKey.account_id == account.id).execute()
     else:
         ApiKey.update(revoked_at=utcnow()).where(
             (ApiKey.account_id == account.id) & (ApiKey.name == DEV_KEY_NAME)

@@ -5,6 +5,7 @@ configuration at all: SQLite under `./var`, an embedded Redis started on demand.
 """
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,21 @@ from dotenv import load_dotenv
 
 def _list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in `30s`, `2m`, `1h`, `5d` (or a bare number of seconds)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text.lower())
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 2m, 1h, 5d)")
+    return int(match.group(1)) * _UNITS.get(match.group(2) or "s")
 
 
 @dataclass(frozen=True)
@@ -27,6 +43,11 @@ class Settings:
     max_content_length: int
     log_level: str
     key_last_used_interval: int
+    bulk_max_items: int
+    webhook_timeout: float
+    webhook_retry_schedule: list[int]
+    webhook_disable_after: int
+    webhook_allow_private: bool
 
     @classmethod
     def from_env(cls, overrides: dict | None = None) -> "Settings":
@@ -43,5 +64,25 @@ class Settings:
             max_content_length=int(env.get("MAX_CONTENT_LENGTH", str(32 * 1024 * 1024))),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             key_last_used_interval=int(env.get("KEY_LAST_USED_INTERVAL", "60")),
+            bulk_max_items=int(env.get("BULK_MAX_ITEMS", "1000")),
+            webhook_timeout=float(env.get("WEBHOOK_TIMEOUT", "10")),
+            webhook_retry_schedule=[parse_duration(d) for d in _list(
+                env.get("WEBHOOK_RETRY_SCHEDULE", "5s,30s,2m,10m,30m,1h,3h,6h"))],
+            webhook_disable_after=parse_duration(env.get("WEBHOOK_DISABLE_AFTER", "5d")),
+            webhook_allow_private=_bool(env.get("WEBHOOK_ALLOW_PRIVATE", "false")),
         )
+
+
+_active: Settings | None = None
+
+
+def activate(settings: Settings) -> None:
+    """Make `settings` the ones `current()` returns (the app factory and the worker call this)."""
+    global _active
+    _active = settings
+
+
+def current() -> Settings:
+    """The settings of this process."""
+    return _active if _active is not None else Settings.from_env()
 

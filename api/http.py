@@ -27,6 +27,8 @@ def json_body() -> dict:
         raise BadRequest("The request body is not valid UTF-8.") from exc
     except ValueError as exc:
         raise BadRequest(f"Malformed JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise BadRequest("Malformed JSON: nested too deeply.") from exc
     if not isinstance(data, dict):
         raise ValidationFailed({"_schema": ["The request body must be a JSON object."]})
     return data

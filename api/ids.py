@@ -6,20 +6,6 @@ import time
 
 from ulid import ULID
 
-PREFIXES = {
-    "account": "acc",
-    "user": "usr",
-    "project": "prj",
-    "task": "tsk",
-    "comment": "cmt",
-    "file": "fil",
-    "webhook": "wh",
-    "delivery": "whd",
-    "event": "evt",
-    "job": "job",
-    "api_key": "key",
-}
-
 _lock = threading.Lock()
 _last = (0, 0)
 
@@ -38,12 +24,6 @@ def _monotonic_ulid() -> ULID:
     return ULID.from_bytes(millis.to_bytes(6, "big") + randomness.to_bytes(10, "big"))
 
 
-def new_id(kind: str) -> str:
-    """A new id for `kind` (a key of `PREFIXES`), e.g. `new_id("task")`."""
-    return f"{PREFIXES[kind]}_{_monotonic_ulid()}"
-
-
-def has_prefix(value: str, kind: str) -> bool:
-    """True when `value` looks like an id of `kind` (prefix and 26 characters)."""
-    prefix = PREFIXES[kind] + "_"
-    return isinstance(value, str) and value.startswith(prefix) and len(value) == len(prefix) + 26
+def new_id(prefix: str) -> str:
+    """A new id with `prefix`, e.g. `new_id("tsk")` → `tsk_01J…`."""
+    return f"{prefix}_{_monotonic_ulid()}"

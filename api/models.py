@@ -28,3 +28,55 @@ class ApiKey(BaseModel):
 
     class Meta:
         table_name = "api_keys"
+
+
+class Event(BaseModel):
+    id = peewee.CharField(primary_key=True, max_length=40)
+    account_id = peewee.CharField(max_length=40)
+    type = peewee.CharField(max_length=100)
+    created_at = peewee.DateTimeField()
+    data = peewee.TextField()
+    previous = peewee.TextField(null=True)
+
+    class Meta:
+        table_name = "events"
+
+
+class Webhook(BaseModel):
+    id = peewee.CharField(primary_key=True, max_length=40)
+    account_id = peewee.CharField(max_length=40)
+    url = peewee.CharField(max_length=2048)
+    events = peewee.TextField()
+    description = peewee.TextField(null=True)
+    secret = peewee.CharField(max_length=200)
+    previous_secret = peewee.CharField(max_length=200, null=True)
+    previous_secret_expires_at = peewee.DateTimeField(null=True)
+    active = peewee.BooleanField(default=True)
+    disabled_reason = peewee.CharField(max_length=200, null=True)
+    failing_since = peewee.DateTimeField(null=True)
+    created_at = peewee.DateTimeField()
+    updated_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "webhooks"
+
+
+class WebhookDelivery(BaseModel):
+    id = peewee.CharField(primary_key=True, max_length=40)
+    account_id = peewee.CharField(max_length=40)
+    webhook_id = peewee.CharField(max_length=40)
+    event_id = peewee.CharField(max_length=40)
+    attempt = peewee.IntegerField(default=1)
+    status = peewee.CharField(max_length=20, default="pending")
+    response_status = peewee.IntegerField(null=True)
+    response_body = peewee.TextField(null=True)
+    duration_ms = peewee.IntegerField(null=True)
+    error = peewee.TextField(null=True)
+    next_attempt_at = peewee.DateTimeField(null=True)
+    lease_token = peewee.CharField(max_length=40, null=True)
+    locked_until = peewee.DateTimeField(null=True)
+    created_at = peewee.DateTimeField()
+    finished_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "webhook_deliveries"

@@ -2,7 +2,9 @@
 
 Everything a list route accepts is checked here against the entity declaration;
 anything unknown or ill-typed is a 400 with the parameter named in `details`.
-Filtering, search, sorting and keyset pagination all happen in SQL.
+Filtering, search, sorting and keyset pagination all happen in SQL. Enum fields sort
+and compare (`lt`/`lte`/`gt`/`gte`, cursors) by their declared rank, not alphabetically:
+`low < medium < high`, `todo < in_progress < completed`.
 """
 
 import base64
@@ -203,10 +205,12 @@ def parse_shape(entity: Entity, args, errors: _Errors | None = None):
 
 
 def _parse_sort(entity: Entity, raw: str, errors: _Errors) -> list[tuple[str, bool]]:
-    names = _name_list(raw.replace("-", "").replace("+", ""), entity.sortable, "sort", errors)
+    parts = [part.strip() for part in raw.split(",")]
+    bare = ",".join(part[1:] if part.startswith(("-", "+")) else part for part in parts)
+    names = _name_list(bare, entity.sortable, "sort", errors)
     if not names:
         return [("createdAt", True)]
-    return [(name, part.strip().startswith("-")) for name, part in zip(names, raw.split(","))]
+    return [(name, part.startswith("-")) for name, part in zip(names, parts)]
 
 
 def encode_cursor(sort_text: str, values: list, last_id: str) -> str:
@@ -218,11 +222,16 @@ def encode_cursor(sort_text: str, values: list, last_id: str) -> str:
 def decode_cursor(entity: Entity, raw: str, sort_text: str, errors: _Errors) -> dict | None:
     """The cursor's contents, checked against the current sort; 400 when malformed."""
     try:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,8192}", raw):
+            raise ValueError
         padded = raw + "=" * (-len(raw) % 4)
         payload = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
         if not (isinstance(payload, dict) and isinstance(payload.get("v"), list)
                 and isinstance(payload.get("id"), str) and isinstance(payload.get("s"), str)):
             raise ValueError
+        if "\x00" in payload["id"] or len(payload["id"]) > 100:
+            raise ValueError
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")  # no lone surrogates anywhere
         if payload["s"] != sort_text:
             errors.add("cursor", "This cursor belongs to another sort order.")
             return None
@@ -236,7 +245,7 @@ def decode_cursor(entity: Entity, raw: str, sort_text: str, errors: _Errors) -> 
                 raise ValueError
             values.append(None if value is None else convert_value(spec, value))
         return {"values": values, "id": payload["id"]}
-    except (ValueError, UnicodeError, binascii.Error, KeyError, TypeError):
+    except (ValueError, UnicodeError, binascii.Error, KeyError, TypeError, RecursionError):
         errors.add("cursor", "Malformed cursor.")
         return None
 
@@ -258,6 +267,19 @@ def column(entity: Entity, spec: FieldSpec):
     return getattr(entity.model, spec.attribute)
 
 
+def sort_key(entity: Entity, spec: FieldSpec):
+    """What a field orders and compares by: an enum by its declared rank, anything else as is."""
+    col = column(entity, spec)
+    if spec.kind != "enum":
+        return col
+    return peewee.Case(col, [(choice, rank) for rank, choice in enumerate(spec.choices)])
+
+
+def sort_value(spec: FieldSpec, value):
+    """`value` as `sort_key` compares it (an enum value's rank)."""
+    return spec.choices.index(value) if spec.kind == "enum" and value is not None else value
+
+
 def _like_pattern(text: str) -> str:
     escaped = text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
     return f"%{escaped.lower()}%"
@@ -275,6 +297,8 @@ def filter_expression(entity: Entity, flt: Filter):
     """The SQL condition for one filter."""
     col = column(entity, flt.spec)
     op, value = flt.op, flt.value
+    if op in ("lt", "lte", "gt", "gte"):
+        col, value = sort_key(entity, flt.spec), sort_value(flt.spec, value)
     if op == "eq":
         return col == value
     if op == "ne":
@@ -309,7 +333,7 @@ def order_by(entity: Entity, lq: ListQuery) -> list:
     """ORDER BY terms: the requested sort, nulls last, then id as the tie-breaker."""
     terms = []
     for name, desc in lq.sort:
-        col = column(entity, entity.fields[name])
+        col = sort_key(entity, entity.fields[name])
         terms.append(col.desc(nulls="LAST") if desc else col.asc(nulls="LAST"))
     tie_desc = lq.sort[-1][1]
     terms.append(entity.model.id.desc() if tie_desc else entity.model.id.asc())
@@ -318,9 +342,10 @@ def order_by(entity: Entity, lq: ListQuery) -> list:
 
 def keyset_condition(entity: Entity, lq: ListQuery):
     """Rows strictly after the cursor's row in the ORDER BY of `order_by`."""
-    keys = [(column(entity, entity.fields[name]), desc) for name, desc in lq.sort]
+    keys = [(sort_key(entity, entity.fields[name]), desc) for name, desc in lq.sort]
     keys.append((entity.model.id, lq.sort[-1][1]))
-    values = list(lq.cursor["values"]) + [lq.cursor["id"]]
+    values = [sort_value(entity.fields[name], value)
+              for (name, _), value in zip(lq.sort, lq.cursor["values"])] + [lq.cursor["id"]]
     condition = None
     for i, (col, desc) in enumerate(keys):
         term = _after(col, desc, values[i])

@@ -2,19 +2,22 @@
 
 SQLite (the embedded default) runs in WAL mode with foreign keys on, a busy
 timeout and `BEGIN IMMEDIATE` write transactions, so concurrent writers queue
-instead of failing. PostgreSQL uses a connection pool. A connection is opened
+instead of failing. Both SQLite and PostgreSQL connections are pooled. A connection is opened
 lazily on a request's first query and returned at teardown (`init_app`), so
 routes that need no database (`/healthz`) never touch it.
 """
 
+import logging
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qsl, urlparse
 
 import peewee
-from playhouse.pool import PooledPostgresqlDatabase
+from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
 db = peewee.DatabaseProxy()
+log = logging.getLogger("quiver.store")
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
@@ -37,9 +40,9 @@ def make_database(url: str, pool_size: int = 20) -> peewee.Database:
         path = path or ":memory:"
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        database = peewee.SqliteDatabase(
+        database = PooledSqliteDatabase(
             path, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE", timeout=10,
-            check_same_thread=False,
+            check_same_thread=False, max_connections=pool_size, stale_timeout=300,
         )
         database.register_function(_unicode_lower, "quiver_lower", 1)
         return database
@@ -71,15 +74,43 @@ def is_postgres() -> bool:
     return isinstance(db.obj, peewee.PostgresqlDatabase)
 
 
+_local = threading.local()
+
+
 @contextmanager
 def transaction():
     """One write transaction, or a savepoint inside an outer one.
 
     Every service write runs in here, so an outer caller (an atomic batch, a
-    job) can wrap several writes in one transaction.
+    job) can wrap several writes in one transaction. Callbacks registered with
+    `on_commit` run once the outermost transaction has committed, and are
+    dropped with any part of it that rolls back.
     """
-    with db.atomic() as txn:
-        yield txn
+    outermost = not db.in_transaction()
+    if outermost or not hasattr(_local, "callbacks"):
+        _local.callbacks = []
+    mark = len(_local.callbacks)
+    try:
+        with db.atomic() as txn:
+            yield txn
+    except BaseException:
+        del _local.callbacks[mark:]
+        raise
+    if outermost:
+        callbacks, _local.callbacks = _local.callbacks, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("after-commit callback failed")
+
+
+def on_commit(callback) -> None:
+    """Run `callback` after the current transaction commits (at once when there is none)."""
+    if db.in_transaction() and hasattr(_local, "callbacks"):
+        _local.callbacks.append(callback)
+    else:
+        callback()
 
 
 def init_app(app) -> None:

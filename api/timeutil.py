@@ -1,6 +1,10 @@
 """UTC timestamps: stored naive in UTC at millisecond precision, shown as RFC 3339 with `Z`."""
 
+import re
 from datetime import UTC, datetime
+
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}(?:[Tt ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?(?:[Zz]|[+-]\d{2}:\d{2})?$")
 
 
 def utcnow() -> datetime:
@@ -22,7 +26,7 @@ def format_rfc3339(value: datetime | None) -> str | None:
         return None
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return value.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def parse_rfc3339(text: str) -> datetime:
@@ -30,9 +34,12 @@ def parse_rfc3339(text: str) -> datetime:
 
     A plain date or a timestamp without an offset is taken as UTC.
     """
-    if not isinstance(text, str) or not 10 <= len(text) <= 40:
+    if not isinstance(text, str) or not _RFC3339.match(text):
         raise ValueError("Not a valid datetime.")
     value = datetime.fromisoformat(text.replace("z", "Z"))
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return to_utc(value)
+    try:
+        return to_utc(value)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise ValueError("Not a valid datetime.") from exc

@@ -2,21 +2,16 @@
 
 import logging
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import redis
-import requests
 
 from api import create_app, migrate
 from api.services import accounts
 from tests import backends
+from tests.procs import ROOT, free_port, start_gunicorn, stop_process, wait_for  # noqa: F401
 
-ROOT = Path(__file__).resolve().parent.parent
 BASE = "/api/v1"
 
 
@@ -155,53 +150,6 @@ def count_queries():
             logger.setLevel(previous)
 
     return counting
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(condition, timeout: float = 15.0, interval: float = 0.05, message: str = ""):
-    """Poll `condition()` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {message or condition}")
-        time.sleep(interval)
-
-
-def start_gunicorn(env: dict, port: int) -> subprocess.Popen:
-    """Start gunicorn (the real config) on 127.0.0.1:`port` and wait until /healthz answers."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
-        cwd=ROOT, env={**env, "HOST": "127.0.0.1", "PORT": str(port)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-
-    def healthy():
-        if process.poll() is not None:
-            raise AssertionError(f"gunicorn exited: {process.stderr.read().decode()[-2000:]}")
-        try:
-            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok
-        except requests.ConnectionError:
-            return False
-
-    wait_for(healthy, message="gunicorn to answer /healthz")
-    return process
-
-
-def stop_process(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @pytest.fixture(scope="session")

@@ -95,7 +95,7 @@ def make_blueprint(entity: Entity) -> Blueprint:
             fields, expand = parse_shape(entity, request.args)
             row = service.get(current_account_id(), record_id)
             if_none_match = request.headers.get("If-None-Match")
-            if if_none_match and etag_matches(if_none_match, row):
+            if if_none_match and etag_matches(if_none_match, row, weak=True):
                 return "", 304, {"ETag": etag(row)}
             return record_response(row, fields=fields, expand=expand)
 

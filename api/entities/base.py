@@ -14,6 +14,7 @@ from marshmallow import Schema, fields
 
 from api.fields import Ref, Timestamp
 from api.store import db
+from api.timeutil import format_rfc3339
 
 
 class BaseModel(peewee.Model):
@@ -75,6 +76,7 @@ class Entity:
 
     name: str
     path: str
+    prefix: str
     model: type[RecordModel]
     schema: type[RecordSchema]
     sortable: tuple[str, ...]
@@ -83,14 +85,35 @@ class Entity:
     unique: tuple[str, ...] = ()
     before_write: Callable[[dict, dict | None], None] | None = None
     fields: dict[str, FieldSpec] = field(init=False)
+    _dumpers: list = field(init=False, repr=False)
 
     def __post_init__(self):
+        self._dumpers = [
+            (f.data_key or name, f.attribute or name,
+             format_rfc3339 if isinstance(f, Timestamp) else None)
+            for name, f in self.schema._declared_fields.items()
+        ]
         self.fields = {}
         for name, schema_field in self.schema._declared_fields.items():
             json_name = schema_field.data_key or name
             attribute = schema_field.attribute or name
             self.fields[json_name] = FieldSpec(json_name, attribute, _kind(json_name, schema_field),
                                                _choices(schema_field))
+
+    def dump(self, row: RecordModel) -> dict:
+        """A stored row as its JSON object (what the schema dumps, without marshmallow's overhead)."""
+        data = row.__data__
+        return {name: (convert(data.get(attr)) if convert else data.get(attr))
+                for name, attr, convert in self._dumpers}
+
+    def previous_attributes(self, before: dict, values: dict) -> dict:
+        """The fields `values` changes, as they were in `before` (JSON names and forms)."""
+        changed = {}
+        for name, attr, convert in self._dumpers:
+            if attr in values and attr != "updated_at" and values[attr] != before.get(attr):
+                old = before.get(attr)
+                changed[name] = convert(old) if convert else old
+        return changed
 
     @property
     def title(self) -> str:

@@ -25,6 +25,7 @@ class CommentSchema(RecordSchema):
 ENTITY = Entity(
     name="comment",
     path="comments",
+    prefix="cmt",
     model=Comment,
     schema=CommentSchema,
     sortable=("createdAt", "updatedAt"),

@@ -23,6 +23,7 @@ class ProjectSchema(RecordSchema):
 ENTITY = Entity(
     name="project",
     path="projects",
+    prefix="prj",
     model=Project,
     schema=ProjectSchema,
     sortable=("createdAt", "updatedAt", "name"),

@@ -50,6 +50,7 @@ def track_completion(values: dict, current: dict | None) -> None:
 ENTITY = Entity(
     name="task",
     path="tasks",
+    prefix="tsk",
     model=Task,
     schema=TaskSchema,
     sortable=("createdAt", "updatedAt", "title", "status", "priority", "dueAt"),

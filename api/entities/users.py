@@ -23,6 +23,7 @@ class UserSchema(RecordSchema):
 ENTITY = Entity(
     name="user",
     path="users",
+    prefix="usr",
     model=User,
     schema=UserSchema,
     sortable=("createdAt", "updatedAt", "name", "email"),

@@ -21,6 +21,7 @@ class ApiKeySchema(Schema):
     scopes = fields.List(fields.String(validate=validate.OneOf(SCOPES)), required=True,
                          validate=validate.Length(min=1))
     rateLimit = Text(attribute="rate_limit", allow_none=True, load_default=None,
+                     validate=validate.Length(max=200),
                      metadata={"example": "100/minute;2000/hour"})
     createdAt = Timestamp(attribute="created_at", dump_only=True)
     lastUsedAt = Timestamp(attribute="last_used_at", dump_only=True)
@@ -36,9 +37,11 @@ class ApiKeySchema(Schema):
         if value is None:
             return
         try:
-            parse_many(value)
+            limits = parse_many(value)
         except ValueError as exc:
             raise ValidationError("Not a rate limit like '100/minute;2000/hour'.") from exc
+        if any(limit.amount < 1 for limit in limits):
+            raise ValidationError("Every limit must allow at least one request.")
 
 
 class CreatedApiKeySchema(ApiKeySchema):
@@ -56,7 +59,7 @@ def create_key(account_id: str, name: str, scopes: list[str],
     """Store a new key for the account; returns the row and the secret (shown once)."""
     secret = generate_key()
     row = ApiKey.create(
-        id=new_id("api_key"), account_id=account_id, name=name, prefix=visible_prefix(secret),
+        id=new_id("key"), account_id=account_id, name=name, prefix=visible_prefix(secret),
         key_hash=hash_key(secret), scopes=",".join(scopes), rate_limit=rate_limit,
         created_at=utcnow(),
     )
@@ -75,7 +78,7 @@ def create_key_from_payload(account_id: str, payload: dict) -> tuple[ApiKey, str
 def create_account(name: str) -> tuple[Account, str]:
     """A new account and its first admin key; returns the account and the key's secret."""
     with transaction():
-        account = Account.create(id=new_id("account"), name=name, created_at=utcnow())
+        account = Account.create(id=new_id("acc"), name=name, created_at=utcnow())
         _, secret = create_key(account.id, "admin", ["admin"])
     return account, secret
 

@@ -23,7 +23,8 @@ from api.query import (
     order_by,
     search_expression,
 )
-from api.store import is_postgres, transaction
+from api.services import events
+from api.store import db, is_postgres, transaction
 from api.timeutil import utcnow
 
 
@@ -42,9 +43,11 @@ def etag(row) -> str:
     return f'"{row.id}.{row.version}"'
 
 
-def etag_matches(header: str, row) -> bool:
-    """True when an `If-Match`/`If-None-Match` header names `row`'s current ETag."""
+def etag_matches(header: str, row, weak: bool = False) -> bool:
+    """True when an `If-Match` (strong comparison) or `If-None-Match` (`weak=True`) names `row`."""
     tags = [t.strip() for t in header.split(",")]
+    if weak:
+        tags = [t[2:] if t.startswith("W/") else t for t in tags]
     return "*" in tags or etag(row) in tags
 
 
@@ -56,6 +59,10 @@ class RecordService:
         self.model = entity.model
         self.schema = entity.schema()
         self.partial_schema = entity.schema(partial=True)
+
+    def _get_sql(self) -> str:
+        return (f'SELECT * FROM "{self.model._meta.table_name}" '
+                f'WHERE "id" = {db.param} AND "account_id" = {db.param}')
 
     def _scoped(self, account_id: str):
         return self.model.select().where(self.model.account_id == account_id)
@@ -83,17 +90,17 @@ class RecordService:
 
     def get(self, account_id: str, record_id: str, for_update: bool = False):
         """The record, or 404 (also for another account's id)."""
-        query = self._scoped(account_id).where(self.model.id == record_id)
-        if for_update and is_postgres():
-            query = query.for_update()
-        row = query.first()
+        sql = self._get_sql() + (" FOR UPDATE" if for_update and is_postgres() else "")
+        # No id holds a NUL, and PostgreSQL refuses one in a query (a 500 otherwise).
+        row = None if "\x00" in record_id else next(
+            iter(self.model.raw(sql, record_id, account_id)), None)
         if row is None:
-            raise NotFound(f"{self.entity.title} {record_id} not found.")
+            raise NotFound(f"{self.entity.title} {record_id[:64]} not found.")
         return row
 
     def serialize(self, account_id: str, rows: list, fields=None, expand=()) -> list[dict]:
         """Rows as JSON dicts, with `expand`ed relations embedded (one query per relation)."""
-        data = self.schema.dump(rows, many=True)
+        data = [self.entity.dump(row) for row in rows]
         for name in expand:
             relation = self.entity.relation(name)
             target = ENTITIES[relation.target]
@@ -102,7 +109,7 @@ class RecordService:
             if ids:
                 found = target.model.select().where(
                     (target.model.account_id == account_id) & target.model.id.in_(list(ids)))
-                related = {r.id: service_for(target.name).schema.dump(r) for r in found}
+                related = {r.id: target.dump(r) for r in found}
             for row, item in zip(rows, data):
                 item[name] = related.get(getattr(row, relation.attribute))
         if fields is not None:
@@ -151,9 +158,10 @@ class RecordService:
             if self.entity.before_write:
                 self.entity.before_write(values, None)
             now = utcnow()
-            row = self.model(id=new_id(self.entity.name), account_id=account_id, version=1,
+            row = self.model(id=new_id(self.entity.prefix), account_id=account_id, version=1,
                              created_at=now, updated_at=now, **values)
-            self._write(lambda: row.save(force_insert=True))
+            self.write(lambda: row.save(force_insert=True))
+            events.emit(account_id, f"{self.entity.name}.created", [self.entity.dump(row)])
         return row
 
     def update(self, account_id: str, record_id: str, payload: dict, *, replace: bool = False,
@@ -167,14 +175,19 @@ class RecordService:
             self.check_references(account_id, values)
             if self.entity.before_write:
                 self.entity.before_write(values, row.__data__)
+            previous = self.entity.previous_attributes(row.__data__, values)
+            if not previous:
+                return row
             values["updated_at"] = utcnow()
             values["version"] = row.version + 1
             query = self.model.update(**values).where(
                 (self.model.id == row.id) & (self.model.version == row.version))
-            if self._write(query.execute) != 1:
+            if self.write(query.execute) != 1:
                 raise PreconditionFailed("The record changed while it was being updated.")
             for name, value in values.items():
                 setattr(row, name, value)
+            events.emit(account_id, f"{self.entity.name}.updated", [self.entity.dump(row)],
+                        [previous])
         return row
 
     def delete(self, account_id: str, record_id: str, if_match: str | None = None):
@@ -185,24 +198,38 @@ class RecordService:
                 raise PreconditionFailed()
             self.detach_dependents(account_id, [row.id])
             self.model.delete().where(self.model.id == row.id).execute()
+            events.emit(account_id, f"{self.entity.name}.deleted", [self.entity.dump(row)])
         return row
 
     def detach_dependents(self, account_id: str, ids: list[str]) -> None:
-        """Apply each referencing relation's `on_delete` to the records pointing at `ids`."""
+        """Apply each referencing relation's `on_delete` to the records pointing at `ids`.
+
+        Cascaded deletes emit `*.deleted` and nulled references `*.updated`, like any write.
+        """
         now = utcnow()
         for entity, relation in referencing(self.entity.name):
             model = entity.model
             pointing = (getattr(model, relation.attribute).in_(ids)) & (model.account_id == account_id)
+            dependents = list(model.select().where(pointing))
+            if not dependents:
+                continue
             if relation.on_delete == "cascade":
-                dependents = [r.id for r in model.select(model.id).where(pointing)]
-                if dependents:
-                    service_for(entity.name).detach_dependents(account_id, dependents)
-                    model.delete().where(model.id.in_(dependents)).execute()
-            else:
-                model.update(**{relation.attribute: None, "updated_at": now,
-                                "version": model.version + 1}).where(pointing).execute()
+                service_for(entity.name).detach_dependents(account_id, [r.id for r in dependents])
+                model.delete().where(pointing).execute()
+                events.emit(account_id, f"{entity.name}.deleted", [entity.dump(r) for r in dependents])
+                continue
+            model.update(**{relation.attribute: None, "updated_at": now,
+                            "version": model.version + 1}).where(pointing).execute()
+            previous = [entity.previous_attributes(r.__data__, {relation.attribute: None})
+                        for r in dependents]
+            for r in dependents:
+                setattr(r, relation.attribute, None)
+                r.updated_at, r.version = now, r.version + 1
+            events.emit(account_id, f"{entity.name}.updated", [entity.dump(r) for r in dependents],
+                        previous)
 
-    def _write(self, operation):
+    def write(self, operation):
+        """Run a write, turning integrity errors into 409 (unique) or 400 (vanished reference)."""
         try:
             return operation()
         except peewee.IntegrityError as exc:

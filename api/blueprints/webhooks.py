@@ -1,0 +1,104 @@
+"""`/api/v1/webhooks`: subscriptions, test sends, secret rotation and the delivery log (admin)."""
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields
+
+from api.auth import current_account_id, requires
+from api.docs import ErrorSchema, envelope
+from api.http import json_body, no_content, success
+from api.services import events, webhooks
+from api.services.webhooks import DeliverySchema, WebhookSchema, WebhookWithSecretSchema
+
+blp = Blueprint("webhooks", __name__, url_prefix="/api/v1/webhooks",
+                description="Webhook subscriptions and deliveries (admin scope).")
+
+
+class TestSentSchema(Schema):
+    eventId = fields.String()
+
+
+def _body_doc(schema):
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _deliveries(rows) -> list[dict]:
+    schema = DeliverySchema()
+    return [schema.dump(r) for r in rows]
+
+
+@blp.route("")
+class Webhooks(MethodView):
+    @requires("admin")
+    @blp.response(200, envelope(WebhookSchema, "WebhookList"))
+    def get(self):
+        return success([webhooks.serialize(w) for w in webhooks.list_for(current_account_id())])
+
+    @requires("admin")
+    @blp.doc(**_body_doc(WebhookSchema))
+    @blp.response(201, envelope(WebhookWithSecretSchema, "CreatedWebhook"))
+    @blp.alt_response(400, schema=ErrorSchema)
+    def post(self):
+        row = webhooks.create(current_account_id(), json_body())
+        return success(webhooks.serialize(row, with_secret=True), 201,
+                       headers={"Location": f"/api/v1/webhooks/{row.id}"})
+
+
+@blp.route("/<string:webhook_id>")
+class WebhookItem(MethodView):
+    @requires("admin")
+    @blp.response(200, envelope(WebhookSchema, "Webhook"))
+    @blp.alt_response(404, schema=ErrorSchema)
+    def get(self, webhook_id):
+        return success(webhooks.serialize(webhooks.get(current_account_id(), webhook_id)))
+
+    @requires("admin")
+    @blp.doc(**_body_doc(WebhookSchema))
+    @blp.response(200, envelope(WebhookSchema, "UpdatedWebhook"))
+    @blp.alt_response(400, schema=ErrorSchema)
+    @blp.alt_response(404, schema=ErrorSchema)
+    def patch(self, webhook_id):
+        row = webhooks.update(current_account_id(), webhook_id, json_body())
+        return success(webhooks.serialize(row))
+
+    @requires("admin")
+    @blp.response(204)
+    @blp.alt_response(404, schema=ErrorSchema)
+    def delete(self, webhook_id):
+        webhooks.delete(current_account_id(), webhook_id)
+        return no_content()
+
+
+@blp.route("/<string:webhook_id>/test", methods=["POST"])
+@requires("admin")
+@blp.response(202, envelope(TestSentSchema, "WebhookTestSent"))
+@blp.alt_response(404, schema=ErrorSchema)
+def send_test(webhook_id):
+    event = webhooks.send_test(current_account_id(), webhook_id)
+    return success({"eventId": event.id, "event": events.as_json(event)}, 202)
+
+
+@blp.route("/<string:webhook_id>/rotate-secret", methods=["POST"])
+@requires("admin")
+@blp.response(200, envelope(WebhookWithSecretSchema, "RotatedWebhook"))
+@blp.alt_response(404, schema=ErrorSchema)
+def rotate_secret(webhook_id):
+    row = webhooks.rotate_secret(current_account_id(), webhook_id)
+    return success(webhooks.serialize(row, with_secret=True))
+
+
+@blp.route("/<string:webhook_id>/deliveries", methods=["GET"])
+@requires("admin")
+@blp.response(200, envelope(DeliverySchema, "DeliveryList"))
+@blp.alt_response(404, schema=ErrorSchema)
+def list_deliveries(webhook_id):
+    return success(_deliveries(webhooks.deliveries(current_account_id(), webhook_id)))
+
+
+@blp.route("/<string:webhook_id>/deliveries/<string:delivery_id>/redeliver", methods=["POST"])
+@requires("admin")
+@blp.response(202, envelope(DeliverySchema, "Redelivery"))
+@blp.alt_response(404, schema=ErrorSchema)
+def redeliver(webhook_id, delivery_id):
+    row = webhooks.redeliver(current_account_id(), webhook_id, delivery_id)
+    return success(_deliveries([row])[0], 202)

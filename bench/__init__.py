@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` (python -m bench). Prints one line per figure."""

@@ -1,0 +1,193 @@
+"""`make bench`: throughput and latency of Quiver against bare baselines, measured in one run.
+
+For SQLite, and PostgreSQL when one answers (see tests/backends.py):
+1. raw executemany of 1,000 tasks in-process (the store's physical limit);
+2. `POST /api/v1/import/tasks` with 1,000 tasks vs a bare Flask view that json.loads
+   and executemany's the same payload (bench/baseline_app.py), same gunicorn settings;
+3. the same 1,000 tasks as 1,000 single `POST /tasks` on one keep-alive connection;
+4. `GET /api/v1/tasks/{id}` vs a hello-world view under the same load generator;
+5. `GET /api/v1/tasks?limit=100&expand=assignee,project`: requests/s and SQL queries per request.
+The load generator is bench/load.py (threads with keep-alive connections).
+"""
+
+import json
+import logging
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from api import create_app, migrate, store
+from api.services import accounts
+from bench import load
+from tests import backends
+from tests.procs import free_port, start_gunicorn, stop_process
+
+ROWS = 1000
+DURATION = 4.0
+THREADS = 4
+
+
+def line(backend: str, text: str) -> None:
+    print(f"[{backend}] {text}", flush=True)
+
+
+def tasks_payload(n: int = ROWS) -> list[dict]:
+    return [{"title": f"Task {i}", "status": random.choice(["todo", "in_progress"]),
+             "priority": random.choice(["low", "medium", "high"])} for i in range(n)]
+
+
+def raw_executemany_rate(account_id: str) -> float:
+    """Rows/s of a bare executemany of the same rows, in this process."""
+    from datetime import UTC, datetime
+    from uuid import uuid4
+
+    db = store.db
+    columns = ("id", "account_id", "version", "created_at", "updated_at", "title", "status", "priority")
+    sql = (f'INSERT INTO "tasks" ({", ".join(columns)}) '
+           f'VALUES ({", ".join([db.obj.param] * len(columns))})')
+    best = float("inf")
+    for _ in range(3):
+        now = datetime.now(UTC).replace(tzinfo=None)
+        rows = [(f"tsk_{uuid4().hex[:26]}", account_id, 1, now, now, item["title"], item["status"],
+                 item["priority"]) for item in tasks_payload()]
+        started = time.perf_counter()
+        with db.atomic():
+            db.cursor().executemany(sql, rows)
+        best = min(best, time.perf_counter() - started)
+    return ROWS / best
+
+
+def timed_posts(port: int, path: str, body: dict, headers: dict, repeat: int = 5) -> float:
+    """Median seconds of `repeat` sequential POSTs of `body`."""
+    times = []
+    for _ in range(repeat):
+        result = load.run(port, "POST", path, body=body, headers=headers, threads=1, total=1)
+        assert result.errors == 0, f"POST {path} failed"
+        times.append(result.seconds)
+    return statistics.median(times)
+
+
+def count_list_queries(app, key: str) -> int:
+    """SQL statements run by one `GET /tasks?limit=100&expand=assignee,project`."""
+    counted = []
+    handler = logging.Handler()
+    handler.emit = counted.append
+    logger = logging.getLogger("peewee")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        response = app.test_client().get("/api/v1/tasks?limit=100&expand=assignee,project",
+                                         headers={"Authorization": f"Bearer {key}"})
+        assert response.status_code == 200
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.WARNING)
+    return len(counted)
+
+
+def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str) -> None:
+    env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "VAR_DIR": str(var_dir),
+           "LOG_LEVEL": "WARNING"}
+    app = create_app(env)
+    with app.app_context():
+        migrate.upgrade()
+        account, key = accounts.create_account("bench")
+        raw_rate = raw_executemany_rate(account.id)
+    line(name, f"raw executemany, in-process: {raw_rate:,.0f} rows/s (the store's limit)")
+
+    proc_env = {**os.environ, **env, "BENCH_ACCOUNT_ID": account.id, "WEB_CONCURRENCY": "2",
+                "WEB_THREADS": "8"}
+    quiver_port, base_port = free_port(), free_port()
+    quiver = start_gunicorn(proc_env, quiver_port)
+    baseline = start_gunicorn(proc_env, base_port, "bench.baseline_app:app", "/hello")
+    auth = {"Authorization": f"Bearer {key}"}
+    try:
+        payload = {"items": tasks_payload()}
+        base_seconds = timed_posts(base_port, "/import", payload, {})
+        bulk_seconds = timed_posts(quiver_port, "/api/v1/import/tasks", payload, auth)
+        ratio = base_seconds / bulk_seconds
+        line(name, f"bulk import over HTTP: {ROWS / bulk_seconds:,.0f} rows/s; baseline "
+                   f"{ROWS / base_seconds:,.0f} rows/s; ratio {ratio:.2f} (goal >= 0.25)")
+
+        items = iter(tasks_payload())
+        singles = load.run(quiver_port, "POST", "/api/v1/tasks", body=next(items), headers=auth,
+                           threads=1, total=ROWS)
+        line(name, f"1,000 single POSTs: {singles.seconds:.2f} s; bulk import is "
+                   f"{singles.seconds / bulk_seconds:.1f}x faster (goal >= 20x)")
+
+        ids = [t["id"] for t in _list(quiver_port, auth, "/api/v1/tasks?limit=100")]
+        hello = load.run(base_port, "GET", "/hello", threads=THREADS, duration=DURATION)
+        get_one = load.run(quiver_port, "GET", lambda: f"/api/v1/tasks/{random.choice(ids)}",
+                           headers=auth, threads=THREADS, duration=DURATION)
+        line(name, f"GET /tasks/{{id}}: {get_one.rate:,.0f} req/s, p50 {get_one.p50:.1f} ms, "
+                   f"p99 {get_one.percentile(0.99):.1f} ms; hello world {hello.rate:,.0f} req/s; "
+                   f"ratio {get_one.rate / hello.rate:.2f} (goal >= 0.5)")
+
+        _seed_relations(quiver_port, auth, ids)
+        listing = load.run(quiver_port, "GET", "/api/v1/tasks?limit=100&expand=assignee,project",
+                           headers=auth, threads=THREADS, duration=DURATION)
+        with app.app_context():
+            queries = count_list_queries(app, key)
+        line(name, f"GET /tasks?limit=100&expand=assignee,project: {listing.rate:,.0f} req/s, "
+                   f"p50 {listing.p50:.1f} ms, p99 {listing.percentile(0.99):.1f} ms, "
+                   f"{queries} SQL queries per request")
+    finally:
+        stop_process(quiver)
+        stop_process(baseline)
+
+
+def _list(port: int, auth: dict, path: str) -> list[dict]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    conn.request("GET", path, headers=auth)
+    data = json.loads(conn.getresponse().read())["data"]
+    conn.close()
+    return data
+
+
+def _seed_relations(port: int, auth: dict, task_ids: list[str]) -> None:
+    """Give the newest tasks assignees and projects so that `expand` has work to do."""
+    import http.client
+
+    def post(path, body):
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+        conn.request("POST" if path.startswith("/api/v1/import") else "PATCH", path,
+                     body=json.dumps(body), headers={**auth, "Content-Type": "application/json"})
+        result = json.loads(conn.getresponse().read())["data"]
+        conn.close()
+        return result
+
+    users = post("/api/v1/import/users", {"items": [
+        {"name": f"User {i}", "email": f"user{i}@bench.example"} for i in range(20)]})["items"]
+    projects = post("/api/v1/import/projects", {"items": [
+        {"name": f"Project {i}"} for i in range(10)]})["items"]
+    newest = _list(port, auth, "/api/v1/tasks?limit=100&fields=id")
+    post("/api/v1/tasks/bulk", {"updates": [
+        {"id": t["id"], "assigneeId": random.choice(users)["id"],
+         "projectId": random.choice(projects)["id"]} for t in newest]})
+
+
+def main() -> None:
+    random.seed(7)
+    with tempfile.TemporaryDirectory(prefix="quiver-bench-") as tmp:
+        var_dir = Path(tmp)
+        redis_url = backends.test_redis_url(var_dir)
+        bench_backend("sqlite", f"sqlite:///{var_dir / 'bench.db'}", var_dir, redis_url)
+        pg = os.environ.get("TEST_DATABASE_URL") or backends.LOCAL_POSTGRES
+        if backends.postgres_answers(pg):
+            url, schema = backends.postgres_schema_url(pg)
+            try:
+                bench_backend("postgresql", url, var_dir, redis_url)
+            finally:
+                backends.drop_postgres_schema(pg, schema)
+        else:
+            print("[postgresql] not reachable: skipped", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Helpers to run real processes (gunicorn) in tests and benchmarks."""
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition, timeout: float = 15.0, interval: float = 0.05, message: str = ""):
+    """Poll `condition()` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {message or condition}")
+        time.sleep(interval)
+
+
+def start_gunicorn(env: dict, port: int, app: str = "wsgi:app",
+                   health_path: str = "/healthz") -> subprocess.Popen:
+    """Start gunicorn (the real config) on 127.0.0.1:`port` and wait until it answers."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", app],
+        cwd=ROOT, env={**env, "HOST": "127.0.0.1", "PORT": str(port)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+
+    def healthy():
+        if process.poll() is not None:
+            raise AssertionError(f"gunicorn exited: {process.stderr.read().decode()[-2000:]}")
+        try:
+            return requests.get(f"http://127.0.0.1:{port}{health_path}", timeout=1).ok
+        except requests.ConnectionError:
+            return False
+
+    wait_for(healthy, message=f"gunicorn ({app}) to answer {health_path}")
+    return process
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -1,0 +1,95 @@
+"""The service as it runs for real: gunicorn over HTTP, the RQ worker, the embedded Redis, migrations."""
+
+import os
+import subprocess
+import sys
+
+import redis
+import requests
+from rq import Queue
+
+from api import embedded_redis, migrate
+from jobs import health
+from tests.procs import ROOT, free_port, start_gunicorn, stop_process, wait_for
+
+
+def test_gunicorn_serves_the_crud_tour(live_server, account):
+    headers = {"Authorization": f"Bearer {account.api.key}", "X-Request-ID": "smoke-1"}
+    created = requests.post(f"{live_server}/api/v1/tasks", json={"title": "Over HTTP"},
+                            headers=headers, timeout=5)
+    assert created.status_code == 201
+    assert created.headers["X-Request-ID"] == "smoke-1"
+    assert created.headers["Content-Type"] == "application/json; charset=utf-8"
+    task = created.json()["data"]
+    assert created.headers["Location"] == f"/api/v1/tasks/{task['id']}"
+
+    fetched = requests.get(f"{live_server}/api/v1/tasks/{task['id']}", headers=headers, timeout=5)
+    assert fetched.json()["data"]["title"] == "Over HTTP"
+    not_modified = requests.get(f"{live_server}/api/v1/tasks/{task['id']}", timeout=5,
+                                headers={**headers, "If-None-Match": fetched.headers["ETag"]})
+    assert not_modified.status_code == 304
+
+    patched = requests.patch(f"{live_server}/api/v1/tasks/{task['id']}", json={"status": "completed"},
+                             headers={**headers, "If-Match": fetched.headers["ETag"]}, timeout=5)
+    assert patched.status_code == 200
+    assert patched.json()["data"]["completedAt"] is not None
+
+    assert requests.delete(f"{live_server}/api/v1/tasks/{task['id']}", headers=headers,
+                           timeout=5).status_code == 204
+    gone = requests.get(f"{live_server}/api/v1/tasks/{task['id']}", headers=headers, timeout=5)
+    assert gone.status_code == 404
+    assert gone.json()["code"] == "NOT_FOUND"
+
+
+def test_gunicorn_readiness_and_unknown_route(live_server):
+    ready = requests.get(f"{live_server}/readyz", timeout=5)
+    assert ready.status_code == 200
+    assert ready.json()["data"] == {"database": "ok", "redis": "ok"}
+    missing = requests.get(f"{live_server}/nope", timeout=5)
+    assert missing.status_code == 404
+    assert missing.json() == {"success": False, "error": "Not found.", "code": "NOT_FOUND"}
+
+
+def test_worker_runs_the_health_job(app, backend_env):
+    connection = redis.Redis.from_url(backend_env["REDIS_URL"])
+    job = Queue("default", connection=connection).enqueue(health.ping, "hello")
+    env = {**os.environ, **backend_env}
+    result = subprocess.run([sys.executable, "-m", "jobs.worker", "--burst"], cwd=ROOT, env=env,
+                            capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert job.return_value(refresh=True) == {"pong": "hello", "database": "ok"}
+
+
+def test_embedded_redis_serves_web_and_worker_and_stops_with_its_owner(tmp_path, backend_env):
+    """With REDIS_URL unset, gunicorn starts the bundled redis-server; the worker shares it."""
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(DATABASE_URL=backend_env["DATABASE_URL"], VAR_DIR=str(tmp_path),
+               WEB_CONCURRENCY="1", LOG_LEVEL="WARNING")
+    sock = embedded_redis.socket_path(tmp_path)
+    port = free_port()
+    web = start_gunicorn(env, port)
+    try:
+        ready = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+        assert ready.status_code == 200 and ready.json()["data"]["redis"] == "ok"
+        assert sock.exists()
+        connection = redis.Redis(unix_socket_path=str(sock))
+        job = Queue("default", connection=connection).enqueue(health.ping, "embedded")
+        worker = subprocess.run([sys.executable, "-m", "jobs.worker", "--burst"], cwd=ROOT,
+                                env=env, capture_output=True, timeout=120)
+        assert worker.returncode == 0, worker.stderr.decode()[-2000:]
+        assert job.return_value(refresh=True) == {"pong": "embedded", "database": "ok"}
+    finally:
+        stop_process(web)
+    wait_for(lambda: not _answers(sock), message="embedded redis to stop")
+
+
+def _answers(sock) -> bool:
+    try:
+        return redis.Redis(unix_socket_path=str(sock), socket_connect_timeout=0.5).ping()
+    except (redis.RedisError, OSError):
+        return False
+
+
+def test_migrations_are_idempotent(app):
+    with app.app_context():
+        assert migrate.upgrade() == []
