@@ -69,6 +69,12 @@ def configure(url: str, pool_size: int = 20) -> peewee.Database:
     return database
 
 
+def execute_many(sql: str, rows: list) -> None:
+    """One statement run for many parameter rows (DB-API executemany), errors as peewee's."""
+    with peewee.__exception_wrapper__:
+        db.cursor().executemany(sql, rows)
+
+
 def is_postgres() -> bool:
     """True when the configured database is PostgreSQL."""
     return isinstance(db.obj, peewee.PostgresqlDatabase)

@@ -6,7 +6,8 @@ For SQLite, and PostgreSQL when one answers (see tests/backends.py):
    and executemany's the same payload (bench/baseline_app.py), same gunicorn settings;
 3. the same 1,000 tasks as 1,000 single `POST /tasks` on one keep-alive connection;
 4. `GET /api/v1/tasks/{id}` vs a hello-world view under the same load generator;
-5. `GET /api/v1/tasks?limit=100&expand=assignee,project`: requests/s and SQL queries per request.
+5. `GET /api/v1/tasks?limit=100&expand=assignee,project`: requests/s and SQL queries per request;
+6. webhook deliveries/s and commit-to-receipt latency with 1 and 2 workers (bench/webhooks.py).
 The load generator is bench/load.py (threads with keep-alive connections).
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from api import create_app, migrate, store
 from api.services import accounts
-from bench import load
+from bench import load, webhooks
 from tests import backends
 from tests.procs import free_port, start_gunicorn, stop_process
 
@@ -91,7 +92,7 @@ def count_list_queries(app, key: str) -> int:
 
 def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str) -> None:
     env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "VAR_DIR": str(var_dir),
-           "LOG_LEVEL": "WARNING"}
+           "LOG_LEVEL": "WARNING", "WEBHOOK_ALLOW_PRIVATE": "true"}
     app = create_app(env)
     with app.app_context():
         migrate.upgrade()
@@ -138,6 +139,8 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str) -
     finally:
         stop_process(quiver)
         stop_process(baseline)
+    with app.app_context():
+        webhooks.run(line, name, app, key, env)
 
 
 def _list(port: int, auth: dict, path: str) -> list[dict]:

@@ -11,15 +11,16 @@ import json
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 
-import requests
+import urllib3
 
-from api import config, queue, url_guard
+from api import config, queue, redis_conn, url_guard
 from api.ids import new_id
 from api.models import Event, Webhook, WebhookDelivery
 from api.services.events import as_json
-from api.store import db, transaction
+from api.store import db, execute_many, transaction
 from api.timeutil import utcnow
 from api.webhook_signing import signature_headers
 
@@ -28,25 +29,47 @@ log = logging.getLogger("quiver.webhooks")
 USER_AGENT = "Quiver-Webhooks/1.0"
 BODY_LIMIT = 2048
 SWEEP_BATCH = 500
-LEASE_MARGIN = timedelta(seconds=30)
+CLAIM_GROUP = 5
+RECORDED_COLUMNS = ("status", "response_status", "response_body", "duration_ms", "error",
+                    "finished_at", "next_attempt_at")
+DRAIN_GROUP = 25
+RESCUE_AFTER = timedelta(seconds=3)
+LEASE_MARGIN = timedelta(seconds=5)
 
-_session = requests.Session()
-_session.headers.update({"User-Agent": USER_AGENT, "Content-Type": "application/json"})
+_http = urllib3.PoolManager(num_pools=200, maxsize=4, retries=False)
+
+
+def drain() -> int:
+    """Deliver queued ids, a group at a time, until the due list is empty; returns how many were sent."""
+    client = redis_conn.client()
+    client.delete(queue.DRAIN_FLAG)
+    sent = 0
+    while True:
+        ids = client.lpop(queue.DUE_LIST, DRAIN_GROUP)
+        if not ids:
+            return sent
+        sent += deliver([i.decode() for i in ids])
 
 
 def deliver(delivery_ids: list[str]) -> int:
-    """Send the given pending deliveries that no one else is sending; returns how many were sent."""
+    """Send the given pending deliveries that no one else is sending; returns how many were sent.
+
+    Deliveries are claimed a few at a time, so the lease on each (how long
+    before another worker may take it over, should this one die) stays short.
+    """
+    sent = 0
     with db.connection_context():
-        claimed = _claim(delivery_ids)
-        if not claimed:
-            return 0
-        hooks = {h.id: h for h in Webhook.select().where(
-            Webhook.id.in_(list({d.webhook_id for d in claimed})))}
-        event_rows = {e.id: e for e in Event.select().where(
-            Event.id.in_(list({d.event_id for d in claimed})))}
-        for delivery in claimed:
-            _attempt(delivery, hooks.get(delivery.webhook_id), event_rows[delivery.event_id])
-    return len(claimed)
+        for start in range(0, len(delivery_ids), CLAIM_GROUP):
+            claimed = _claim(delivery_ids[start:start + CLAIM_GROUP])
+            if not claimed:
+                continue
+            hooks = {h.id: h for h in Webhook.select().where(
+                Webhook.id.in_(list({d.webhook_id for d in claimed})))}
+            event_rows = {e.id: e for e in Event.select().where(
+                Event.id.in_(list({d.event_id for d in claimed})))}
+            _record([_attempt(d, hooks.get(d.webhook_id), event_rows[d.event_id]) for d in claimed])
+            sent += len(claimed)
+    return sent
 
 
 def _claim(delivery_ids: list[str]) -> list[WebhookDelivery]:
@@ -64,61 +87,77 @@ def _claim(delivery_ids: list[str]) -> list[WebhookDelivery]:
                 .order_by(WebhookDelivery.id))
 
 
-def _attempt(delivery: WebhookDelivery, hook: Webhook | None, event: Event) -> None:
+@dataclass
+class Outcome:
+    """What one attempt did."""
+
+    delivery: WebhookDelivery
+    hook: Webhook | None
+    ok: bool
+    error: str | None = None
+    status: int | None = None
+    body: str | None = None
+    duration_ms: int | None = None
+    retry: bool = True
+    disable: str | None = None
+
+
+def _attempt(delivery: WebhookDelivery, hook: Webhook | None, event: Event) -> Outcome:
     settings = config.current()
     if hook is None or not hook.active:
-        _record(delivery, hook, ok=False, error="The webhook is disabled.", retry=False)
-        return
+        return Outcome(delivery, hook, ok=False, error="The webhook is disabled.", retry=False)
     problem = url_guard.problem_with(hook.url, settings.webhook_allow_private)
     if problem:
-        _record(delivery, hook, ok=False, error=problem, retry=True)
-        return
+        return Outcome(delivery, hook, ok=False, error=problem)
     body = json.dumps(as_json(event), separators=(",", ":")).encode()
     secrets_ = [hook.secret]
     if hook.previous_secret and hook.previous_secret_expires_at and \
             hook.previous_secret_expires_at > utcnow():
         secrets_.append(hook.previous_secret)
     headers = signature_headers(secrets_, event.id, body)
+    headers.update({"User-Agent": USER_AGENT, "Content-Type": "application/json"})
     started = time.perf_counter()
     try:
-        response = _session.post(hook.url, data=body, headers=headers,
-                                 timeout=settings.webhook_timeout, allow_redirects=False)
-    except requests.RequestException as exc:
-        duration = int((time.perf_counter() - started) * 1000)
-        _record(delivery, hook, ok=False, error=f"{type(exc).__name__}: {exc}"[:500],
-                duration_ms=duration, retry=True)
-        return
-    duration = int((time.perf_counter() - started) * 1000)
-    ok = 200 <= response.status_code < 300
-    _record(delivery, hook, ok=ok, status=response.status_code, body=response.text[:BODY_LIMIT],
-            duration_ms=duration, retry=response.status_code != 410,
-            error=None if ok else f"HTTP {response.status_code}",
-            disable="Endpoint answered 410 Gone." if response.status_code == 410 else None)
+        response = _http.request("POST", hook.url, body=body, headers=headers, redirect=False,
+                                 timeout=urllib3.Timeout(total=settings.webhook_timeout))
+    except urllib3.exceptions.HTTPError as exc:
+        return Outcome(delivery, hook, ok=False, error=f"{type(exc).__name__}: {exc}"[:500],
+                       duration_ms=int((time.perf_counter() - started) * 1000))
+    ok = 200 <= response.status < 300
+    gone = response.status == 410
+    return Outcome(delivery, hook, ok=ok, status=response.status,
+                   body=response.data[:BODY_LIMIT].decode("utf-8", "replace"),
+                   duration_ms=int((time.perf_counter() - started) * 1000),
+                   error=None if ok else f"HTTP {response.status}", retry=not gone,
+                   disable="Endpoint answered 410 Gone." if gone else None)
 
 
-def _record(delivery, hook, *, ok: bool, error: str | None = None, status: int | None = None,
-            body: str | None = None, duration_ms: int | None = None, retry: bool = True,
-            disable: str | None = None) -> None:
-    """Store an attempt's outcome; schedule the next attempt or disable the webhook."""
+def _record(outcomes: list[Outcome]) -> None:
+    """Store a group of attempts in one transaction; schedule retries or disable webhooks."""
     settings = config.current()
     now = utcnow()
     schedule = settings.webhook_retry_schedule
-    next_at = None
-    if not ok and retry and not disable and delivery.attempt <= len(schedule):
-        next_at = now + timedelta(seconds=schedule[delivery.attempt - 1])
+    rows, retries = [], []
+    for o in outcomes:
+        next_at = None
+        if not o.ok and o.retry and not o.disable and o.delivery.attempt <= len(schedule):
+            next_at = now + timedelta(seconds=schedule[o.delivery.attempt - 1])
+            retries.append({"id": new_id("whd"), "account_id": o.delivery.account_id,
+                            "webhook_id": o.delivery.webhook_id, "event_id": o.delivery.event_id,
+                            "attempt": o.delivery.attempt + 1, "status": "pending",
+                            "next_attempt_at": next_at, "created_at": now})
+        rows.append(("succeeded" if o.ok else "failed", o.status, o.body, o.duration_ms, o.error,
+                     now, next_at, o.delivery.id))
+    assignments = ", ".join(f'"{column}" = {db.param}' for column in RECORDED_COLUMNS)
+    sql = (f'UPDATE "webhook_deliveries" SET {assignments}, "lease_token" = NULL, '
+           f'"locked_until" = NULL WHERE "id" = {db.param}')
     with transaction():
-        WebhookDelivery.update(
-            status="succeeded" if ok else "failed", response_status=status, response_body=body,
-            duration_ms=duration_ms, error=error, finished_at=now, next_attempt_at=next_at,
-            lease_token=None, locked_until=None,
-        ).where(WebhookDelivery.id == delivery.id).execute()
-        if next_at is not None:
-            WebhookDelivery.create(
-                id=new_id("whd"), account_id=delivery.account_id, webhook_id=delivery.webhook_id,
-                event_id=delivery.event_id, attempt=delivery.attempt + 1, status="pending",
-                next_attempt_at=next_at, created_at=now)
-        if hook is not None:
-            _update_health(hook, ok, now, disable, settings.webhook_disable_after)
+        execute_many(sql, rows)
+        if retries:
+            WebhookDelivery.insert_many(retries).as_rowcount().execute()
+        for o in outcomes:
+            if o.hook is not None:
+                _update_health(o.hook, o.ok, now, o.disable, settings.webhook_disable_after)
 
 
 def _update_health(hook: Webhook, ok: bool, now, disable: str | None, disable_after: int) -> None:
@@ -140,11 +179,17 @@ def _update_health(hook: Webhook, ok: bool, now, disable: str | None, disable_af
 
 
 def sweep() -> int:
-    """Enqueue every pending delivery that is due and not leased; returns how many."""
+    """Queue pending deliveries that are due and not leased; returns how many.
+
+    Retries are queued as soon as they are due. First attempts are normally
+    queued at commit, so the sweeper only rescues those still waiting after
+    `RESCUE_AFTER` (a lost enqueue, a Redis outage, a killed worker).
+    """
     now = utcnow()
     with db.connection_context():
         due = [d.id for d in WebhookDelivery.select(WebhookDelivery.id).where(
             (WebhookDelivery.status == "pending") & (WebhookDelivery.next_attempt_at <= now)
+            & ((WebhookDelivery.attempt > 1) | (WebhookDelivery.created_at <= now - RESCUE_AFTER))
             & (WebhookDelivery.locked_until.is_null() | (WebhookDelivery.locked_until < now))
         ).order_by(WebhookDelivery.next_attempt_at).limit(SWEEP_BATCH)]
     if due:

@@ -37,10 +37,11 @@ def _list_args() -> tuple[int, str | None, list[str] | None]:
     for key in unknown:
         errors[key] = ["Unknown query parameter."]
     raw_limit = request.args.get("limit", str(DEFAULT_LIMIT))
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+    if not raw_limit.isascii() or not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
         errors["limit"] = [f"Must be an integer between 1 and {MAX_LIMIT}."]
     cursor = request.args.get("cursor")
-    if cursor is not None and not cursor.startswith("evt_"):
+    if cursor is not None and not (cursor.startswith("evt_") and cursor.isascii()
+                                   and cursor[4:].isalnum()):
         errors["cursor"] = ["Malformed cursor."]
     types = request.args.get("type")
     type_list = [t.strip() for t in types.split(",")] if types else None
@@ -86,7 +87,9 @@ class EventItem(MethodView):
     @blp.response(200, envelope(EventSchema, "Event"))
     @blp.alt_response(404, schema=ErrorSchema)
     def get(self, event_id):
-        row = Event.get_or_none((Event.id == event_id) & (Event.account_id == current_account_id()))
-        if row is None or "\x00" in event_id:
+        # No id holds a NUL, and PostgreSQL refuses one in a query (a 500 otherwise).
+        row = None if "\x00" in event_id else Event.get_or_none(
+            (Event.id == event_id) & (Event.account_id == current_account_id()))
+        if row is None:
             raise NotFound(f"Event {event_id[:64]} not found.")
         return success(events.as_json(row))

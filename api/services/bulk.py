@@ -12,7 +12,7 @@ change and sent with `executemany`, deletes with `IN (…)`. Under
 
 from dataclasses import dataclass, field
 
-from peewee import __exception_wrapper__, fn
+from peewee import fn
 
 from api.entities import ENTITIES
 from api.entities.base import Entity
@@ -20,7 +20,7 @@ from api.errors import ValidationFailed
 from api.ids import new_id
 from api.services import events
 from api.services.records import service_for
-from api.store import db, transaction
+from api.store import db, execute_many, transaction
 from api.timeutil import utcnow
 
 INSERT_CHUNK = 100
@@ -250,12 +250,7 @@ def _execute_many_updates(entity: Entity, columns: tuple, members: list) -> None
     sql = f'UPDATE "{table}" SET {assignments} WHERE "id" = {param}'
     params = [[model._meta.fields[c].db_value(values[c]) for c in columns] + [record_id]
               for record_id, values in members]
-
-    def run():
-        with __exception_wrapper__:
-            db.cursor().executemany(sql, params)
-
-    service_for(entity.name).write(run)
+    service_for(entity.name).write(lambda: execute_many(sql, params))
 
 
 def bulk_delete(entity: Entity, account_id: str, ids: list[str]) -> tuple[list, list[str]]:
