@@ -1,17 +1,19 @@
 """gunicorn settings, all from environment variables.
 
-`gthread` workers: each process serves `WEB_THREADS` requests at once, so a
-slow client or a long-lived stream does not block the others.
+`gthread` workers: each process serves `WEB_THREADS` requests at once (default
+128), so slow clients and open event streams (one thread each, capped at
+`SSE_MAX_STREAMS` per process) never starve ordinary requests.
 """
 
 import os
+import signal
 
-from api import embedded_redis, redis_conn
+from api import embedded_redis, redis_conn, streams
 from api.config import Settings
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("WEB_THREADS", "8"))
+threads = int(os.environ.get("WEB_THREADS", "128"))
 worker_class = "gthread"
 timeout = int(os.environ.get("WEB_TIMEOUT", "60"))
 graceful_timeout = int(os.environ.get("WEB_GRACEFUL_TIMEOUT", "20"))
@@ -31,6 +33,18 @@ access_log_format = (
 def on_starting(server):
     """Start the embedded Redis in the master (when `REDIS_URL` is unset) so workers share it."""
     redis_conn.resolve_url(Settings.from_env())
+
+
+def post_worker_init(worker):
+    """End open event streams at once when the worker is asked to stop (SIGTERM)."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def stop(signum, frame):
+        streams.hub.shutdown()
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def on_exit(server):

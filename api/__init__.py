@@ -5,7 +5,17 @@ from flask_cors import CORS
 from flask_smorest import Api
 
 from api import auth, config, errors, redis_conn, request_log, store
-from api.blueprints import api_keys, bulk, docs_assets, events, health, records, webhooks
+from api.blueprints import (
+    api_keys,
+    bulk,
+    docs_assets,
+    events,
+    health,
+    live,
+    records,
+    stream,
+    webhooks,
+)
 from api.config import Settings
 from api.docs import ErrorSchema
 from api.entities import ENTITIES
@@ -69,10 +79,12 @@ def create_app(overrides: dict | None = None) -> Flask:
     api.register_blueprint(api_keys.blp)
     api.register_blueprint(events.blp)
     api.register_blueprint(webhooks.blp)
+    api.register_blueprint(stream.blp)
     for entity in ENTITIES.values():
         api.register_blueprint(bulk.make_blueprint(entity))
         api.register_blueprint(records.make_blueprint(entity))
     app.register_blueprint(docs_assets.blp)
+    app.register_blueprint(live.blp)
     errors.init_app(app)
 
     from api import cli

@@ -48,6 +48,8 @@ class Settings:
     webhook_retry_schedule: list[int]
     webhook_disable_after: int
     webhook_allow_private: bool
+    sse_heartbeat_seconds: float
+    sse_max_streams: int
 
     @classmethod
     def from_env(cls, overrides: dict | None = None) -> "Settings":
@@ -70,6 +72,9 @@ class Settings:
                 env.get("WEBHOOK_RETRY_SCHEDULE", "5s,30s,2m,10m,30m,1h,3h,6h"))],
             webhook_disable_after=parse_duration(env.get("WEBHOOK_DISABLE_AFTER", "5d")),
             webhook_allow_private=_bool(env.get("WEBHOOK_ALLOW_PRIVATE", "false")),
+            sse_heartbeat_seconds=float(env.get("SSE_HEARTBEAT_SECONDS", "15")),
+            sse_max_streams=int(env.get("SSE_MAX_STREAMS", "0")) or max(
+                1, int(env.get("WEB_THREADS", "128")) - 16),
         )
 
 

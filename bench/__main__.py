@@ -7,7 +7,8 @@ For SQLite, and PostgreSQL when one answers (see tests/backends.py):
 3. the same 1,000 tasks as 1,000 single `POST /tasks` on one keep-alive connection;
 4. `GET /api/v1/tasks/{id}` vs a hello-world view under the same load generator;
 5. `GET /api/v1/tasks?limit=100&expand=assignee,project`: requests/s and SQL queries per request;
-6. webhook deliveries/s and commit-to-receipt latency with 1 and 2 workers (bench/webhooks.py).
+6. webhook deliveries/s and commit-to-receipt latency with 1 and 2 workers (bench/webhooks.py);
+7. 200 open SSE streams: memory per stream, commit-to-arrival latency, CRUD latency (bench/streams.py).
 The load generator is bench/load.py (threads with keep-alive connections).
 """
 
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from api import create_app, migrate, store
 from api.services import accounts
-from bench import load, webhooks
+from bench import load, streams, webhooks
 from tests import backends
 from tests.procs import free_port, start_gunicorn, stop_process
 
@@ -141,6 +142,7 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str) -
         stop_process(baseline)
     with app.app_context():
         webhooks.run(line, name, app, key, env)
+    streams.run(line, name, env, key)
 
 
 def _list(port: int, auth: dict, path: str) -> list[dict]:

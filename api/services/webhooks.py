@@ -93,7 +93,9 @@ def create(account_id: str, payload: dict) -> Webhook:
 
 
 def get(account_id: str, webhook_id: str) -> Webhook:
-    row = Webhook.get_or_none((Webhook.id == webhook_id) & (Webhook.account_id == account_id))
+    # No id holds a NUL, and PostgreSQL refuses one in a query (a 500 otherwise).
+    row = None if "\x00" in webhook_id else Webhook.get_or_none(
+        (Webhook.id == webhook_id) & (Webhook.account_id == account_id))
     if row is None:
         raise NotFound(f"Webhook {webhook_id[:64]} not found.")
     return row
@@ -163,7 +165,7 @@ def redeliver(account_id: str, webhook_id: str, delivery_id: str) -> WebhookDeli
     """A new attempt for the delivery's event, due now."""
     with transaction():
         get(account_id, webhook_id)
-        original = WebhookDelivery.get_or_none(
+        original = None if "\x00" in delivery_id else WebhookDelivery.get_or_none(
             (WebhookDelivery.id == delivery_id) & (WebhookDelivery.webhook_id == webhook_id)
             & (WebhookDelivery.account_id == account_id))
         if original is None:
