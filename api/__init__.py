@@ -4,7 +4,7 @@ from flask import Flask
 from flask_cors import CORS
 from flask_smorest import Api
 
-from api import auth, config, errors, redis_conn, request_log, store
+from api import auth, config, errors, rate_limit, redis_conn, request_log, store
 from api.blueprints import (
     api_keys,
     bulk,
@@ -70,6 +70,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     request_log.init_app(app)
     store.init_app(app)
     auth.init_app(app)
+    rate_limit.init_app(app, settings)
     if settings.cors_origins:
         CORS(app, origins=settings.cors_origins, expose_headers=EXPOSED_HEADERS,
              supports_credentials=False, max_age=600)

@@ -112,7 +112,8 @@ def _touch(key: ApiKey) -> None:
         ApiKey.update(last_used_at=now).where((ApiKey.id == key.id) & stale).execute()
 
 
-def _view_for_request():
+def view_for_request():
+    """The function that will handle this request (a MethodView's method for class views)."""
     rule = request.url_rule
     if rule is None:
         return None
@@ -132,7 +133,7 @@ def init_app(app) -> None:
     def _enforce_scope():
         if request.method == "OPTIONS":
             return
-        view = _view_for_request()
+        view = view_for_request()
         if view is None or request.blueprint in PUBLIC_BLUEPRINTS:
             return
         needed = getattr(view, "required_scope", "admin")

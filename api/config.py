@@ -49,6 +49,10 @@ class Settings:
     webhook_disable_after: int
     webhook_allow_private: bool
     sse_heartbeat_seconds: float
+    ratelimit_enabled: bool
+    ratelimit_default: str
+    ratelimit_groups: dict
+    batch_max_requests: int
     sse_max_streams: int
 
     @classmethod
@@ -73,6 +77,15 @@ class Settings:
             webhook_disable_after=parse_duration(env.get("WEBHOOK_DISABLE_AFTER", "5d")),
             webhook_allow_private=_bool(env.get("WEBHOOK_ALLOW_PRIVATE", "false")),
             sse_heartbeat_seconds=float(env.get("SSE_HEARTBEAT_SECONDS", "15")),
+            ratelimit_enabled=_bool(env.get("RATELIMIT_ENABLED", "true")),
+            ratelimit_default=env.get("RATELIMIT_DEFAULT", "1000 per hour;100 per minute"),
+            ratelimit_groups={
+                "batch": env.get("RATELIMIT_BATCH", "30 per minute"),
+                "bulk": env.get("RATELIMIT_BULK", "60 per minute"),
+                "upload": env.get("RATELIMIT_UPLOAD", "30 per minute"),
+                "export": env.get("RATELIMIT_EXPORT", "10 per minute"),
+            },
+            batch_max_requests=int(env.get("BATCH_MAX_REQUESTS", "20")),
             sse_max_streams=int(env.get("SSE_MAX_STREAMS", "0")) or max(
                 1, int(env.get("WEB_THREADS", "128")) - 16),
         )

@@ -10,6 +10,7 @@ import logging
 import peewee
 import redis
 from flask import g, jsonify
+from flask_limiter.errors import RateLimitExceeded
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -135,6 +136,11 @@ def _handle_http_exception(error: HTTPException):
         messages = getattr(error, "data", {}).get("messages", {})
         details = flatten_messages(messages.get("json", messages)) if messages else None
         return error_response(400, "VALIDATION_FAILED", "Validation failed.", details)
+    if status == 429 and isinstance(error, RateLimitExceeded):
+        from api.rate_limit import breach_details
+
+        return error_response(429, "RATE_LIMIT_EXCEEDED", "Rate limit exceeded.",
+                              breach_details(error))
     headers = {}
     if status == 405:
         headers = dict(error.get_headers())
@@ -148,7 +154,12 @@ def _handle_unexpected(error: Exception):
     return error_response(500, "INTERNAL_ERROR", MESSAGES[500])
 
 
+_PROGRAMMING_ERRORS = ("no such table", "no such column", "syntax error")
+
+
 def _handle_backend_down(error: Exception):
+    if any(marker in str(error) for marker in _PROGRAMMING_ERRORS):
+        return _handle_unexpected(error)
     backend = "redis" if isinstance(error, redis.RedisError) else "database"
     log.error("backing service unavailable: %s: %s", backend, error,
               extra={"request_id": g.get("request_id")})

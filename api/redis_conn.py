@@ -28,6 +28,16 @@ def resolve_url(settings: Settings) -> str:
     return url
 
 
+def storage_uri(settings: Settings) -> str:
+    """The URL for libraries that take one (rate limits), without starting anything.
+
+    For the embedded server this is its socket, which the web process's first
+    use of Redis (or gunicorn's master, at start) brings up.
+    """
+    url = settings.redis_url or f"unix://{embedded_redis.socket_path(settings.var_dir)}"
+    return "redis+" + url if url.startswith("unix://") else url
+
+
 def configure(settings: Settings) -> None:
     """Remember the settings; the connection is made on first use."""
     global _settings

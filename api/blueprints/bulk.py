@@ -11,6 +11,7 @@ from api.entities.base import Entity
 from api.errors import ValidationFailed, flatten_messages
 from api.fields import Text
 from api.http import json_body, success
+from api.rate_limit import limited
 from api.services import bulk
 from api.services.records import service_for
 
@@ -108,6 +109,7 @@ def make_blueprint(entity: Entity) -> Blueprint:
     @blp.route(f"/import/{entity.path}")
     class Import(MethodView):
         @requires("write")
+        @limited("bulk")
         @blp.doc(summary=f"Create many {entity.path}", **body_doc(ImportBodySchema))
         @blp.response(201, envelope(_result_schema(entity, "created"), f"{entity.title}Import"))
         @blp.alt_response(207, description="Some items failed (skipInvalid).")
@@ -122,6 +124,7 @@ def make_blueprint(entity: Entity) -> Blueprint:
     @blp.route(f"/{entity.path}/bulk")
     class BulkUpdate(MethodView):
         @requires("write")
+        @limited("bulk")
         @blp.doc(summary=f"Update many {entity.path}", **body_doc(BulkUpdateBodySchema))
         @blp.response(200, envelope(_result_schema(entity, "updated"), f"{entity.title}BulkUpdate"))
         @blp.alt_response(207, description="Some updates failed (skipInvalid).")
@@ -136,6 +139,7 @@ def make_blueprint(entity: Entity) -> Blueprint:
     @blp.route(f"/{entity.path}/bulk-delete")
     class BulkDelete(MethodView):
         @requires("write")
+        @limited("bulk")
         @blp.doc(summary=f"Delete many {entity.path}", **body_doc(BulkDeleteBodySchema))
         @blp.response(200, envelope(BulkDeleteResultSchema, f"{entity.title}BulkDelete"))
         @blp.alt_response(400, schema=ErrorSchema)

@@ -1,0 +1,90 @@
+"""Rate limits (flask-limiter, moving window, stored in Redis and shared by every process).
+
+- Every authenticated request counts against its key's limit: the key's own
+  `rateLimit`, else `RATELIMIT_DEFAULT` (e.g. `1000 per hour;100 per minute`).
+- Routes marked `@limited("batch" | "bulk" | "upload" | "export")` also have a
+  stricter per-route limit from `RATELIMIT_<GROUP>`.
+- Limited responses carry `X-RateLimit-Limit`, `X-RateLimit-Remaining` and
+  `X-RateLimit-Reset`; a 429 carries `Retry-After` and `details.limit`/`resetAt`.
+- A batch's sub-requests each count, since each runs through the app.
+- If Redis is unreachable, requests are let through (fail open) and a warning
+  is logged: an outage of the limiter's store should not take the API down.
+"""
+
+from flask import g, request
+from flask_limiter import Limiter
+from flask_limiter.errors import RateLimitExceeded
+
+from api import redis_conn
+from api.auth import view_for_request
+from api.config import Settings
+from api.timeutil import format_rfc3339
+
+GROUPS = ("batch", "bulk", "upload", "export")
+
+
+def limited(group: str):
+    """Declare that a view also has the stricter limit of `group`."""
+    if group not in GROUPS:
+        raise ValueError(f"unknown rate-limit group {group!r}")
+
+    def decorate(view):
+        view.rate_limit_group = group
+        return view
+
+    return decorate
+
+
+def _key() -> str:
+    key = g.get("api_key")
+    return f"key:{key.id}" if key is not None else f"ip:{request.remote_addr}"
+
+
+def _group() -> str | None:
+    view = view_for_request()
+    return getattr(view, "rate_limit_group", None) if view is not None else None
+
+
+def init_app(app, settings: Settings) -> Limiter:
+    """Attach a limiter to `app` (after auth, so limits know the key)."""
+
+    @app.after_request
+    def _retry_after_only_on_errors(response):
+        if response.status_code < 400:
+            response.headers.pop("Retry-After", None)
+        return response
+
+    limiter = Limiter(
+        key_func=_key,
+        app=app,
+        application_limits=[
+            lambda: (g.api_key.rate_limit if g.get("api_key") and g.api_key.rate_limit
+                     else settings.ratelimit_default)],
+        application_limits_exempt_when=lambda: g.get("api_key") is None,
+        default_limits=[lambda: settings.ratelimit_groups.get(_group() or "", "1000000 per second")],
+        default_limits_exempt_when=lambda: g.get("api_key") is None or _group() is None,
+        strategy="moving-window",
+        storage_uri=redis_conn.storage_uri(settings),
+        storage_options={"socket_connect_timeout": 1, "socket_timeout": 2},
+        headers_enabled=True,
+        swallow_errors=True,
+        key_prefix="quiver",
+        enabled=settings.ratelimit_enabled,
+    )
+    return limiter
+
+
+def breach_details(error: RateLimitExceeded) -> dict:
+    """`details` for a 429: the limit that was hit and when it resets."""
+    from flask import current_app
+
+    limiter = current_app.extensions["limiter"]
+    current = next(iter(limiter)).current_limit if limiter else None
+    reset_at = format_rfc3339(_utc(current.reset_at)) if current else None
+    return {"limit": str(error.limit.limit), "resetAt": reset_at}
+
+
+def _utc(timestamp: int):
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(timestamp, UTC).replace(tzinfo=None)
