@@ -4,9 +4,10 @@ from flask import Flask
 from flask_cors import CORS
 from flask_smorest import Api
 
-from api import auth, config, errors, rate_limit, redis_conn, request_log, store
+from api import auth, config, errors, idempotency, rate_limit, redis_conn, request_log, store
 from api.blueprints import (
     api_keys,
+    batch,
     bulk,
     docs_assets,
     events,
@@ -71,6 +72,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     store.init_app(app)
     auth.init_app(app)
     rate_limit.init_app(app, settings)
+    idempotency.init_app(app)
     if settings.cors_origins:
         CORS(app, origins=settings.cors_origins, expose_headers=EXPOSED_HEADERS,
              supports_credentials=False, max_age=600)
@@ -81,6 +83,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     api.register_blueprint(events.blp)
     api.register_blueprint(webhooks.blp)
     api.register_blueprint(stream.blp)
+    api.register_blueprint(batch.blp)
     for entity in ENTITIES.values():
         api.register_blueprint(bulk.make_blueprint(entity))
         api.register_blueprint(records.make_blueprint(entity))

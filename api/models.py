@@ -80,3 +80,19 @@ class WebhookDelivery(BaseModel):
 
     class Meta:
         table_name = "webhook_deliveries"
+
+
+class IdempotencyRecord(BaseModel):
+    id = peewee.AutoField()
+    account_id = peewee.CharField(max_length=40)
+    key = peewee.CharField(max_length=255)
+    fingerprint = peewee.CharField(max_length=64)
+    state = peewee.CharField(max_length=20)
+    response_status = peewee.IntegerField(null=True)
+    response_headers = peewee.TextField(null=True)
+    response_body = peewee.BlobField(null=True)
+    created_at = peewee.DateTimeField()
+    expires_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "idempotency_keys"

@@ -49,8 +49,8 @@ def init_app(app, settings: Settings) -> Limiter:
     """Attach a limiter to `app` (after auth, so limits know the key)."""
 
     @app.after_request
-    def _retry_after_only_on_errors(response):
-        if response.status_code < 400:
+    def _retry_after_only_when_refused(response):
+        if response.status_code not in (429, 503):
             response.headers.pop("Retry-After", None)
         return response
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlparse
 
 import peewee
+from flask import request
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
 db = peewee.DatabaseProxy()
@@ -120,9 +121,15 @@ def on_commit(callback) -> None:
 
 
 def init_app(app) -> None:
-    """Give the request's connection back (to the pool) at teardown."""
+    """Give the request's connection back (to the pool) at teardown.
+
+    A batch's sub-requests share their parent's connection (and, for an atomic
+    batch, its transaction), so they leave it open.
+    """
 
     @app.teardown_request
     def _close_connection(exc):
+        if request.environ.get("quiver.batch"):
+            return
         if not db.is_closed():
             db.close()

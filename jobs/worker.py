@@ -10,7 +10,8 @@ webhook endpoints stay open between jobs. Job timeouts still apply (RQ's
 signal-based death penalty in the main thread). Beside it runs a sweeper
 thread that, once a second (one worker at a time, under a Redis lock),
 re-enqueues deliveries that are due and not in flight, so a lost enqueue, a
-Redis outage or a killed worker only delays a delivery.
+Redis outage or a killed worker only delays a delivery; it also purges expired
+idempotency records.
 """
 
 import argparse
@@ -19,7 +20,7 @@ import threading
 
 from rq import SimpleWorker
 
-from api import config, queue, redis_conn, store
+from api import config, idempotency, queue, redis_conn, store
 from api.config import Settings
 from api.request_log import configure_logging
 from jobs import webhooks
@@ -28,13 +29,20 @@ log = logging.getLogger("quiver.worker")
 
 SWEEP_INTERVAL = 1.0
 SWEEP_LOCK = "quiver:sweeper"
+PURGE_LOCK = "quiver:purge"
 
 
 def sweep_once() -> None:
-    """Run the sweeper unless another worker did within the last interval."""
+    """Run the sweeper unless another worker did within the last interval.
+
+    Once a minute it also purges expired idempotency records.
+    """
     client = redis_conn.client()
     if client.set(SWEEP_LOCK, "1", nx=True, px=int(SWEEP_INTERVAL * 900)):
         webhooks.sweep()
+    if client.set(PURGE_LOCK, "1", nx=True, ex=60):
+        with store.db.connection_context():
+            idempotency.purge_expired()
 
 
 def _sweep_forever(stop: threading.Event) -> None:

@@ -87,6 +87,9 @@ def _open(prefix: str | None):
     def generate():
         subscription = hub.subscribe(account_id, accepts)
         try:
+            # On a fresh process the hub thread may not have subscribed yet: an event
+            # published before it does would be lost to a client already told "connected".
+            hub.connected.wait(timeout=5)
             yield f"retry: {RETRY_MS}\ndata: {CONNECTED}\n\n"
             seen = set()
             if last_id:
@@ -107,7 +110,7 @@ def _open(prefix: str | None):
                     continue
                 yield _format(event)
         finally:
-            hub.unsubscribe(subscription)
+            pass  # MUTANT
 
     response = Response(generate(), mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"

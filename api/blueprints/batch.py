@@ -1,0 +1,41 @@
+"""`POST /api/v1/batch`: several API calls in one request (write scope; sub-requests need their own)."""
+
+from flask import jsonify
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields
+
+from api import config
+from api.auth import requires
+from api.docs import ErrorSchema
+from api.http import json_body
+from api.rate_limit import limited
+from api.services import batch
+
+blp = Blueprint("batch", __name__, url_prefix="/api/v1/batch",
+                description="Batch requests, optionally atomic.")
+
+
+class SubResponseSchema(Schema):
+    id = fields.String()
+    status = fields.Integer()
+    headers = fields.Dict()
+    body = fields.Raw()
+
+
+class BatchResponseSchema(Schema):
+    success = fields.Boolean()
+    responses = fields.List(fields.Nested(SubResponseSchema))
+
+
+@blp.route("")
+class Batch(MethodView):
+    @requires("write")
+    @limited("batch")
+    @blp.doc(requestBody={"required": True,
+                          "content": {"application/json": {"schema": batch.BatchSchema}}})
+    @blp.response(200, BatchResponseSchema)
+    @blp.alt_response(400, schema=ErrorSchema)
+    def post(self):
+        atomic, subs = batch.parse(json_body(), config.current().batch_max_requests)
+        return jsonify({"success": True, "responses": batch.run(atomic, subs)})

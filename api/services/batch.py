@@ -1,0 +1,212 @@
+"""Batch requests: run several API calls in one HTTP request, through the real app.
+
+Each sub-request is dispatched through the WSGI app itself (same routing,
+validation, auth with the caller's key, scopes, rate limits, idempotency and
+error envelope as a direct call). They run in order; `dependsOn` and
+`{{reqId.<json path>}}` references make a sub-request wait for earlier ones
+and skip (424) when one of them failed. `atomic: true` wraps them all in one
+database transaction that is rolled back, events included, if any fails.
+"""
+
+import json
+import re
+from dataclasses import dataclass, field
+
+from flask import current_app, request
+from marshmallow import Schema, ValidationError, fields, validate
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Response
+
+from api.errors import ValidationFailed, flatten_messages
+from api.fields import Text
+from api.store import transaction
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+BASE = "/api/v1"
+BATCH_PATH = f"{BASE}/batch"
+FORWARDED_HEADERS = ("If-Match", "If-None-Match", "Idempotency-Key")
+REFERENCE = re.compile(r"\{\{\s*([A-Za-z0-9_.:-]+?)\.([^{}]+?)\s*\}\}")
+ENVIRON_FLAG = "quiver.batch"
+
+
+class StrictBoolean(fields.Boolean):
+    truthy = {True}
+    falsy = {False}
+
+
+class SubRequestSchema(Schema):
+    id = Text(required=True, validate=validate.Length(1, 100))
+    method = Text(required=True, validate=validate.OneOf(METHODS))
+    path = Text(required=True, validate=validate.Length(1, 2000))
+    body = fields.Raw(allow_none=True)
+    headers = fields.Dict(keys=fields.String(validate=validate.OneOf(FORWARDED_HEADERS)),
+                          values=Text(validate=validate.Length(max=1000)))
+    dependsOn = fields.List(Text(), attribute="depends_on", load_default=list)
+
+
+class BatchSchema(Schema):
+    atomic = StrictBoolean(load_default=False)
+    requests = fields.List(fields.Nested(SubRequestSchema), required=True)
+
+
+@dataclass
+class SubRequest:
+    id: str
+    method: str
+    path: str
+    body: object = None
+    headers: dict = field(default_factory=dict)
+    depends_on: list = field(default_factory=list)
+
+    @property
+    def references(self) -> set[str]:
+        """Ids named by `{{id.path}}` in the path or any string of the body."""
+        found = {m.group(1) for m in REFERENCE.finditer(self.path)}
+        for text in _strings(self.body):
+            found.update(m.group(1) for m in REFERENCE.finditer(text))
+        return found
+
+
+class _Rollback(Exception):
+    """Raised to undo an atomic batch."""
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def parse(payload: dict, max_requests: int) -> tuple[bool, list[SubRequest]]:
+    """Validate the whole batch before anything runs; 400 otherwise."""
+    items = payload.get("requests")
+    if isinstance(items, list) and not 1 <= len(items) <= max_requests:
+        raise ValidationFailed({"requests": [f"Must contain between 1 and {max_requests} requests."]})
+    try:
+        loaded = BatchSchema().load({**payload, "requests": [
+            {**r, "method": r["method"].upper()} if isinstance(r, dict)
+            and isinstance(r.get("method"), str) else r for r in items]}
+            if isinstance(items, list) else payload)
+    except ValidationError as exc:
+        raise ValidationFailed(flatten_messages(exc.messages)) from exc
+    subs = [SubRequest(**r) for r in loaded["requests"]]
+    errors, seen = {}, set()
+    for index, sub in enumerate(subs):
+        if sub.id in seen:
+            errors[f"requests.{index}.id"] = ["Ids must be unique."]
+        for name in sub.depends_on:
+            if name not in seen:
+                errors.setdefault(f"requests.{index}.dependsOn", []).append(
+                    f"{name!r} is not the id of an earlier request.")
+        for name in sub.references - seen:
+            errors.setdefault(f"requests.{index}", []).append(
+                f"The reference to {name!r} does not name an earlier request.")
+        seen.add(sub.id)
+    if errors:
+        raise ValidationFailed(errors)
+    return loaded["atomic"], subs
+
+
+def _lookup(result: dict, path: str):
+    value = result
+    for part in path.split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            raise KeyError(path)
+    return value
+
+
+def _substitute(value, results: dict):
+    """Replace `{{id.path}}` with values from earlier responses (a whole-string reference keeps its type)."""
+    if isinstance(value, str):
+        whole = REFERENCE.fullmatch(value.strip())
+        if whole:
+            return _lookup(results[whole.group(1)], whole.group(2))
+        return REFERENCE.sub(lambda m: str(_lookup(results[m.group(1)], m.group(2))), value)
+    if isinstance(value, dict):
+        return {k: _substitute(v, results) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, results) for v in value]
+    return value
+
+
+def _error(sub_id: str, status: int, code: str, message: str) -> dict:
+    return {"id": sub_id, "status": status, "headers": {"Content-Type": "application/json; charset=utf-8"},
+            "body": {"success": False, "error": message, "code": code}}
+
+
+def _dispatch(sub: SubRequest, results: dict) -> dict:
+    try:
+        path = _substitute(sub.path, results)
+        body = _substitute(sub.body, results)
+    except (KeyError, TypeError):
+        return _error(sub.id, 400, "VALIDATION_FAILED", "A {{reference}} did not resolve.")
+    if not isinstance(path, str):
+        return _error(sub.id, 400, "VALIDATION_FAILED", "The path must be a string.")
+    path, _, query = path.partition("?")
+    path = path if path.startswith(BASE + "/") else BASE + "/" + path.lstrip("/")
+    if path.rstrip("/") == BATCH_PATH:
+        return _error(sub.id, 400, "BAD_REQUEST", "Batches cannot be nested.")
+    headers = {"Authorization": request.headers.get("Authorization", ""), **sub.headers}
+    builder = EnvironBuilder(
+        path=path, query_string=query, method=sub.method, headers=headers,
+        json=body if sub.body is not None else None,
+        environ_base={"REMOTE_ADDR": request.remote_addr, ENVIRON_FLAG: True},
+    )
+    response = Response.from_app(current_app.wsgi_app, builder.get_environ(), buffered=True)
+    raw = response.get_data()
+    try:
+        parsed = json.loads(raw) if raw else None
+    except ValueError:
+        parsed = raw.decode("utf-8", "replace")
+    headers = {k: v for k, v in response.headers.items() if k != "Content-Length"}
+    return {"id": sub.id, "status": response.status_code, "headers": headers, "body": parsed}
+
+
+def _failed_dependency(sub: SubRequest, results: dict) -> str | None:
+    for name in list(sub.depends_on) + sorted(sub.references):
+        if results[name]["status"] >= 400:
+            return name
+    return None
+
+
+def run(atomic: bool, subs: list[SubRequest]) -> list[dict]:
+    """Run the sub-requests in order; returns their responses in request order."""
+    if not atomic:
+        return _run_all(subs)
+    responses: list[dict] = []
+    try:
+        with transaction():
+            responses = _run_all(subs, stop_on_failure=True)
+            if any(r["status"] >= 400 for r in responses):
+                raise _Rollback
+    except _Rollback:
+        failing = next(r for r in responses if r["status"] >= 400)
+        return [failing if sub.id == failing["id"] else _error(
+            sub.id, 424, "FAILED_DEPENDENCY",
+            f"Not applied: the atomic batch failed at {failing['id']!r}.") for sub in subs]
+    return responses
+
+
+def _run_all(subs: list[SubRequest], stop_on_failure: bool = False) -> list[dict]:
+    results: dict[str, dict] = {}
+    responses = []
+    for sub in subs:
+        failed = _failed_dependency(sub, results)
+        if failed is not None:
+            result = _error(sub.id, 424, "FAILED_DEPENDENCY", f"Dependency {failed!r} failed.")
+        else:
+            result = _dispatch(sub, results)
+        results[sub.id] = result
+        responses.append(result)
+        if stop_on_failure and result["status"] >= 400:
+            break
+    return responses
