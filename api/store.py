@@ -76,6 +76,24 @@ def execute_many(sql: str, rows: list) -> None:
         db.cursor().executemany(sql, rows)
 
 
+def insert_rows(model, rows: list[dict], chunk: int = 500) -> None:
+    """Insert many rows (all with the same keys) with one prepared INSERT and executemany.
+
+    Much cheaper than building an `insert_many` query per chunk; values go through
+    each field's `db_value` as peewee would.
+    """
+    if not rows:
+        return
+    names = list(rows[0])
+    fields = [model._meta.fields[name] for name in names]
+    columns = ", ".join(f'"{f.column_name}"' for f in fields)
+    sql = (f'INSERT INTO "{model._meta.table_name}" ({columns}) '
+           f'VALUES ({", ".join([db.param] * len(fields))})')
+    for start in range(0, len(rows), chunk):
+        execute_many(sql, [[f.db_value(row[name]) for name, f in zip(names, fields)]
+                           for row in rows[start:start + chunk]])
+
+
 def is_postgres() -> bool:
     """True when the configured database is PostgreSQL."""
     return isinstance(db.obj, peewee.PostgresqlDatabase)

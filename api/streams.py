@@ -103,13 +103,13 @@ class Hub:
             members = list(self._subscriptions.get(account_id, ()))
         if not members:
             return
-        event = json.loads(message["data"])
-        for subscription in members:
-            if subscription.accepts(event):
-                try:
-                    subscription.messages.put_nowait(event)
-                except queue.Full:
-                    subscription.overflowed = True
+        for event in json.loads(message["data"]):
+            for subscription in members:
+                if subscription.accepts(event):
+                    try:
+                        subscription.messages.put_nowait(event)
+                    except queue.Full:
+                        subscription.overflowed = True
 
 
 hub = Hub()

@@ -5,6 +5,7 @@ For SQLite, and PostgreSQL when one answers (see tests/backends.py):
 2. `POST /api/v1/import/tasks` with 1,000 tasks vs a bare Flask view that json.loads
    and executemany's the same payload (bench/baseline_app.py), same gunicorn settings;
 3. the same 1,000 tasks as 1,000 single `POST /tasks` on one keep-alive connection;
+   a batch of 20 `GET /tasks/{id}` against the same 20 requests sent one by one;
 4. `GET /api/v1/tasks/{id}` vs a hello-world view under the same load generator;
 5. `GET /api/v1/tasks?limit=100&expand=assignee,project`: requests/s and SQL queries per request;
 6. webhook deliveries/s and commit-to-receipt latency with 1 and 2 workers (bench/webhooks.py);
@@ -29,6 +30,8 @@ from tests import backends
 from tests.procs import free_port, start_gunicorn, stop_process
 
 ROWS = 1000
+UNLIMITED = {f"RATELIMIT_{name}": "100000000 per minute"
+             for name in ("DEFAULT", "BATCH", "BULK", "UPLOAD", "EXPORT")}
 DURATION = 4.0
 THREADS = 4
 
@@ -93,7 +96,7 @@ def count_list_queries(app, key: str) -> int:
 
 def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str) -> None:
     env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "VAR_DIR": str(var_dir),
-           "LOG_LEVEL": "WARNING", "WEBHOOK_ALLOW_PRIVATE": "true"}
+           "LOG_LEVEL": "WARNING", "WEBHOOK_ALLOW_PRIVATE": "true", **UNLIMITED}
     app = create_app(env)
     with app.app_context():
         migrate.upgrade()
@@ -129,6 +132,11 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str) -
                    f"p99 {get_one.percentile(0.99):.1f} ms; hello world {hello.rate:,.0f} req/s; "
                    f"ratio {get_one.rate / hello.rate:.2f} (goal >= 0.5)")
 
+        batch_seconds, single_seconds = _batch_vs_singles(quiver_port, auth, ids[:20])
+        line(name, f"batch of 20 GET /tasks/{{id}}: {batch_seconds * 1000:.1f} ms; 20 keep-alive "
+                   f"requests: {single_seconds * 1000:.1f} ms; batch {single_seconds / batch_seconds:.1f}x "
+                   "faster (goal >= 3x)")
+
         _seed_relations(quiver_port, auth, ids)
         listing = load.run(quiver_port, "GET", "/api/v1/tasks?limit=100&expand=assignee,project",
                            headers=auth, threads=THREADS, duration=DURATION)
@@ -143,6 +151,29 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str) -
     with app.app_context():
         webhooks.run(line, name, app, key, env)
     streams.run(line, name, env, key)
+
+
+def _batch_vs_singles(port: int, auth: dict, ids: list[str], rounds: int = 30) -> tuple[float, float]:
+    """Median seconds for one batch of GETs, and for the same GETs sent one by one (keep-alive)."""
+    import http.client
+
+    body = json.dumps({"requests": [{"id": f"r{i}", "method": "GET", "path": f"/tasks/{task_id}"}
+                                    for i, task_id in enumerate(ids)]})
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    batch_times, single_times = [], []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        conn.request("POST", "/api/v1/batch", body=body,
+                     headers={**auth, "Content-Type": "application/json"})
+        assert conn.getresponse().read() and True
+        batch_times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        for task_id in ids:
+            conn.request("GET", f"/api/v1/tasks/{task_id}", headers=auth)
+            conn.getresponse().read()
+        single_times.append(time.perf_counter() - started)
+    conn.close()
+    return statistics.median(batch_times), statistics.median(single_times)
 
 
 def _list(port: int, auth: dict, path: str) -> list[dict]:

@@ -7,7 +7,6 @@ and its outcome recorded. A failed attempt schedules the next one on
 at least once: receivers dedupe by `webhook-id`.
 """
 
-import json
 import logging
 import time
 import uuid
@@ -19,7 +18,7 @@ import urllib3
 from api import config, queue, redis_conn, url_guard
 from api.ids import new_id
 from api.models import Event, Webhook, WebhookDelivery
-from api.services.events import as_json
+from api.services.events import as_json_text
 from api.store import db, execute_many, transaction
 from api.timeutil import utcnow
 from api.webhook_signing import signature_headers
@@ -109,7 +108,7 @@ def _attempt(delivery: WebhookDelivery, hook: Webhook | None, event: Event) -> O
     problem = url_guard.problem_with(hook.url, settings.webhook_allow_private)
     if problem:
         return Outcome(delivery, hook, ok=False, error=problem)
-    body = json.dumps(as_json(event), separators=(",", ":")).encode()
+    body = as_json_text(event).encode()
     secrets_ = [hook.secret]
     if hook.previous_secret and hook.previous_secret_expires_at and \
             hook.previous_secret_expires_at > utcnow():

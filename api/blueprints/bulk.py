@@ -90,7 +90,8 @@ def _body(entity: Entity, count_name: str, result: bulk.BulkResult, return_failu
     data = {
         count_name: len(result.rows),
         "failed": len(result.failures),
-        "items": service.serialize(current_account_id(), result.rows),
+        "items": result.data if result.data is not None else service.serialize(
+            current_account_id(), result.rows),
     }
     if return_failures:
         data["failures"] = [f.as_json() for f in result.failures]

@@ -110,7 +110,7 @@ def _open(prefix: str | None):
                     continue
                 yield _format(event)
         finally:
-            pass  # MUTANT
+            hub.unsubscribe(subscription)
 
     response = Response(generate(), mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"

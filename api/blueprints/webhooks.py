@@ -75,7 +75,7 @@ class WebhookItem(MethodView):
 @blp.alt_response(404, schema=ErrorSchema)
 def send_test(webhook_id):
     event = webhooks.send_test(current_account_id(), webhook_id)
-    return success({"eventId": event.id, "event": events.as_json(event)}, 202)
+    return success({"eventId": event["id"], "event": events.as_json(event)}, 202)
 
 
 @blp.route("/<string:webhook_id>/rotate-secret", methods=["POST"])

@@ -8,6 +8,7 @@ Filters, CRUD routes, bulk routes and docs are all derived from it.
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import peewee
 from marshmallow import Schema, fields
@@ -100,9 +101,12 @@ class Entity:
             self.fields[json_name] = FieldSpec(json_name, attribute, _kind(json_name, schema_field),
                                                _choices(schema_field))
 
-    def dump(self, row: RecordModel) -> dict:
-        """A stored row as its JSON object (what the schema dumps, without marshmallow's overhead)."""
-        data = row.__data__
+    def dump(self, row: RecordModel | dict) -> dict:
+        """A stored row (a model or its column dict) as its JSON object.
+
+        The same as the schema's dump, without marshmallow's per-field overhead.
+        """
+        data = row if isinstance(row, dict) else row.__data__
         return {name: (convert(data.get(attr)) if convert else data.get(attr))
                 for name, attr, convert in self._dumpers}
 
@@ -120,7 +124,7 @@ class Entity:
         """`Task` for `task`."""
         return self.name.capitalize()
 
-    @property
+    @cached_property
     def read_only_fields(self) -> set[str]:
         """JSON names a client may never send (`id`, timestamps, …)."""
         return {f.data_key or n for n, f in self.schema._declared_fields.items() if f.dump_only}

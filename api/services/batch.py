@@ -30,8 +30,12 @@ ENVIRON_FLAG = "quiver.batch"
 
 
 class StrictBoolean(fields.Boolean):
-    truthy = {True}
-    falsy = {False}
+    """JSON `true`/`false` only (a set lookup alone would take 1 and 0, as 1 == True)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
 
 
 class SubRequestSchema(Schema):
@@ -161,7 +165,10 @@ def _dispatch(sub: SubRequest, results: dict) -> dict:
         json=body if sub.body is not None else None,
         environ_base={"REMOTE_ADDR": request.remote_addr, ENVIRON_FLAG: True},
     )
-    response = Response.from_app(current_app.wsgi_app, builder.get_environ(), buffered=True)
+    # A fresh app context, so the sub-request gets its own `g` (Flask would reuse the
+    # batch's, and the sub-request's idempotency claim or request id would clobber it).
+    with current_app.app_context():
+        response = Response.from_app(current_app.wsgi_app, builder.get_environ(), buffered=True)
     raw = response.get_data()
     try:
         parsed = json.loads(raw) if raw else None

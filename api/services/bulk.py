@@ -20,10 +20,9 @@ from api.errors import ValidationFailed
 from api.ids import new_id
 from api.services import events
 from api.services.records import service_for
-from api.store import db, execute_many, transaction
+from api.store import db, execute_many, insert_rows, transaction
 from api.timeutil import utcnow
 
-INSERT_CHUNK = 100
 IN_CHUNK = 500
 
 
@@ -46,6 +45,7 @@ class BulkResult:
 
     rows: list
     failures: list[Failure]
+    data: list[dict] | None = None
 
 
 def _chunks(values: list, size: int):
@@ -164,12 +164,11 @@ def bulk_create(entity: Entity, account_id: str, items: list, skip_invalid: bool
             rows.append({"id": new_id(entity.prefix), "account_id": account_id, "version": 1,
                          "created_at": now, "updated_at": now, **values})
         columns = sorted({name for row in rows for name in row})
-        for chunk in _chunks(rows, INSERT_CHUNK):
-            full = [{name: row.get(name) for name in columns} for row in chunk]
-            service.write(entity.model.insert_many(full).as_rowcount().execute)
-        created = [entity.model(**row) for row in rows]
-        events.emit(account_id, f"{entity.name}.created", [entity.dump(r) for r in created])
-    return BulkResult(created, failures)
+        full = [{name: row.get(name) for name in columns} for row in rows]
+        service.write(lambda: insert_rows(entity.model, full))
+        data = [entity.dump(row) for row in rows]
+        events.emit(account_id, f"{entity.name}.created", data)
+    return BulkResult(rows, failures, data)
 
 
 def bulk_update(entity: Entity, account_id: str, updates: list, skip_invalid: bool) -> BulkResult:

@@ -9,7 +9,7 @@ from api import config, queue, url_guard
 from api.errors import NotFound, ValidationFailed, flatten_messages
 from api.fields import Text, Timestamp
 from api.ids import new_id
-from api.models import Event, Webhook, WebhookDelivery
+from api.models import Webhook, WebhookDelivery
 from api.services import events
 from api.store import transaction
 from api.timeutil import utcnow
@@ -144,7 +144,7 @@ def rotate_secret(account_id: str, webhook_id: str) -> Webhook:
     return row
 
 
-def send_test(account_id: str, webhook_id: str) -> Event:
+def send_test(account_id: str, webhook_id: str) -> dict:
     """Emit a `webhook.test` event delivered to this webhook only, whatever its `events`."""
     with transaction():
         row = get(account_id, webhook_id)
