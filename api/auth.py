@@ -24,6 +24,7 @@ SCOPES = ("read", "write", "admin")
 KEY_PREFIX = "sk_"
 VISIBLE_PREFIX_LENGTH = 12
 PUBLIC_BLUEPRINTS = {"api-docs"}
+BATCH_KEY = "quiver.batch.key"
 _URL_SAFE = re.compile(r"[A-Za-z0-9_-]+")  # keys never hold anything else (no NUL reaches SQL)
 
 
@@ -127,7 +128,12 @@ def view_for_request():
 
 
 def init_app(app) -> None:
-    """Enforce each route's declared scope before it runs (flask-smorest's docs are public)."""
+    """Enforce each route's declared scope before it runs (flask-smorest's docs are public).
+
+    A batch's sub-requests carry the batch's already authenticated key in the
+    WSGI environ (which clients cannot set), so they skip the lookup but not the
+    scope check.
+    """
 
     @app.before_request
     def _enforce_scope():
@@ -139,7 +145,7 @@ def init_app(app) -> None:
         needed = getattr(view, "required_scope", "admin")
         if needed is None:
             return
-        key = authenticate(_presented_key(view))
+        key = request.environ.get(BATCH_KEY) or authenticate(_presented_key(view))
         g.api_key = key
         g.account_id = key.account_id
         g.key_prefix = key.prefix

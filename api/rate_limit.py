@@ -6,7 +6,10 @@
   stricter per-route limit from `RATELIMIT_<GROUP>`.
 - Limited responses carry `X-RateLimit-Limit`, `X-RateLimit-Remaining` and
   `X-RateLimit-Reset`; a 429 carries `Retry-After` and `details.limit`/`resetAt`.
-- A batch's sub-requests each count, since each runs through the app.
+- A batch's sub-requests each count: the batch is charged one request per
+  sub-request when it arrives (so a batch that does not fit in what is left of
+  the key's allowance is refused as a whole, with 429), and its sub-requests are
+  not charged again. Route-group limits still apply to each sub-request.
 - If Redis is unreachable, requests are let through (fail open) and a warning
   is logged: an outage of the limiter's store should not take the API down.
 """
@@ -18,6 +21,7 @@ from flask_limiter.errors import RateLimitExceeded
 from api import redis_conn
 from api.auth import view_for_request
 from api.config import Settings
+from api.services.batch import ENVIRON_FLAG as BATCH_FLAG
 from api.timeutil import format_rfc3339
 
 GROUPS = ("batch", "bulk", "upload", "export")
@@ -40,6 +44,16 @@ def _key() -> str:
     return f"key:{key.id}" if key is not None else f"ip:{request.remote_addr}"
 
 
+def _cost() -> int:
+    """A batch is charged one request per sub-request, up front (its sub-requests then are not)."""
+    if _group() == "batch":
+        body = request.get_json(silent=True)
+        requests = body.get("requests") if isinstance(body, dict) else None
+        if isinstance(requests, list):
+            return max(1, len(requests))
+    return 1
+
+
 def _group() -> str | None:
     view = view_for_request()
     return getattr(view, "rate_limit_group", None) if view is not None else None
@@ -60,7 +74,9 @@ def init_app(app, settings: Settings) -> Limiter:
         application_limits=[
             lambda: (g.api_key.rate_limit if g.get("api_key") and g.api_key.rate_limit
                      else settings.ratelimit_default)],
-        application_limits_exempt_when=lambda: g.get("api_key") is None,
+        application_limits_exempt_when=lambda: (g.get("api_key") is None
+                                                or request.environ.get(BATCH_FLAG, False)),
+        application_limits_cost=_cost,
         default_limits=[lambda: settings.ratelimit_groups.get(_group() or "", "1000000 per second")],
         default_limits_exempt_when=lambda: g.get("api_key") is None or _group() is None,
         strategy="moving-window",

@@ -12,11 +12,12 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from flask import current_app, request
+from flask import current_app, g, request
 from marshmallow import Schema, ValidationError, fields, validate
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Response
 
+from api.auth import BATCH_KEY
 from api.errors import ValidationFailed, flatten_messages
 from api.fields import Text
 from api.store import transaction
@@ -163,7 +164,8 @@ def _dispatch(sub: SubRequest, results: dict) -> dict:
     builder = EnvironBuilder(
         path=path, query_string=query, method=sub.method, headers=headers,
         json=body if sub.body is not None else None,
-        environ_base={"REMOTE_ADDR": request.remote_addr, ENVIRON_FLAG: True},
+        environ_base={"REMOTE_ADDR": request.remote_addr, ENVIRON_FLAG: True,
+                      BATCH_KEY: g.api_key},
     )
     # A fresh app context, so the sub-request gets its own `g` (Flask would reuse the
     # batch's, and the sub-request's idempotency claim or request id would clobber it).
