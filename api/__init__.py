@@ -4,17 +4,29 @@ from flask import Flask
 from flask_cors import CORS
 from flask_smorest import Api
 
-from api import auth, config, errors, idempotency, rate_limit, redis_conn, request_log, store
+from api import (
+    auth,
+    config,
+    errors,
+    idempotency,
+    rate_limit,
+    redis_conn,
+    request_log,
+    store,
+    uploads,
+)
 from api.blueprints import (
     api_keys,
     batch,
     bulk,
     docs_assets,
     events,
+    files,
     health,
     live,
     records,
     stream,
+    tus,
     webhooks,
 )
 from api.config import Settings
@@ -43,6 +55,8 @@ def create_app(overrides: dict | None = None) -> Flask:
     settings = Settings.from_env(overrides)
     config.activate(settings)
     app = Flask(__name__)
+    app.request_class = uploads.QuiverRequest
+    app.teardown_request(uploads.discard_leftovers)
     app.config.update(
         QUIVER=settings,
         MAX_CONTENT_LENGTH=settings.max_content_length,
@@ -84,6 +98,8 @@ def create_app(overrides: dict | None = None) -> Flask:
     api.register_blueprint(webhooks.blp)
     api.register_blueprint(stream.blp)
     api.register_blueprint(batch.blp)
+    api.register_blueprint(files.blp)
+    api.register_blueprint(tus.blp)
     for entity in ENTITIES.values():
         api.register_blueprint(bulk.make_blueprint(entity))
         api.register_blueprint(records.make_blueprint(entity))

@@ -53,6 +53,13 @@ class Settings:
     ratelimit_default: str
     ratelimit_groups: dict
     batch_max_requests: int
+    upload_max_bytes: int
+    upload_max_files: int
+    upload_allowed_types: list[str]
+    storage_backend: str
+    upload_dir: Path
+    s3: dict
+    tus_expire_seconds: int
     sse_max_streams: int
 
     @classmethod
@@ -86,6 +93,15 @@ class Settings:
                 "export": env.get("RATELIMIT_EXPORT", "10 per minute"),
             },
             batch_max_requests=int(env.get("BATCH_MAX_REQUESTS", "20")),
+            upload_max_bytes=int(env.get("UPLOAD_MAX_BYTES", str(10 * 1024 * 1024))),
+            upload_max_files=int(env.get("UPLOAD_MAX_FILES", "20")),
+            upload_allowed_types=_list(env.get("UPLOAD_ALLOWED_TYPES",
+                                               "image/jpeg,image/png,application/pdf")),
+            storage_backend=env.get("STORAGE_BACKEND", "local"),
+            upload_dir=Path(env.get("UPLOAD_DIR") or var_dir / "uploads").resolve(),
+            s3={"bucket": env.get("S3_BUCKET"), "endpoint_url": env.get("S3_ENDPOINT_URL"),
+                "region_name": env.get("S3_REGION"), "prefix": env.get("S3_PREFIX", "blobs/")},
+            tus_expire_seconds=parse_duration(env.get("TUS_EXPIRE", "24h")),
             sse_max_streams=int(env.get("SSE_MAX_STREAMS", "0")) or max(
                 1, int(env.get("WEB_THREADS", "128")) - 16),
         )

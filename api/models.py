@@ -96,3 +96,41 @@ class IdempotencyRecord(BaseModel):
 
     class Meta:
         table_name = "idempotency_keys"
+
+
+class Blob(BaseModel):
+    sha256 = peewee.CharField(primary_key=True, max_length=64)
+    size = peewee.BigIntegerField()
+    refs = peewee.IntegerField(default=0)
+    created_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "blobs"
+
+
+class File(BaseModel):
+    id = peewee.CharField(primary_key=True, max_length=40)
+    account_id = peewee.CharField(max_length=40)
+    task_id = peewee.CharField(max_length=40, null=True)
+    filename = peewee.CharField(max_length=255)
+    size = peewee.BigIntegerField()
+    content_type = peewee.CharField(max_length=100)
+    sha256 = peewee.CharField(max_length=64)
+    created_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "files"
+
+
+class TusUpload(BaseModel):
+    id = peewee.CharField(primary_key=True, max_length=40)
+    account_id = peewee.CharField(max_length=40)
+    length = peewee.BigIntegerField()
+    offset = peewee.BigIntegerField(default=0)
+    metadata = peewee.TextField()
+    file_id = peewee.CharField(max_length=40, null=True)
+    created_at = peewee.DateTimeField()
+    expires_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "tus_uploads"

@@ -20,6 +20,20 @@ for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         BY_PATH[_module.ENTITY.path] = _module.ENTITY
 
 
+DELETE_HOOKS: dict[str, list] = {}
+
+
+def on_delete(entity_name: str):
+    """Register `hook(account_id, ids)` to run when records of `entity_name` are deleted.
+
+    For tables outside the registry that point at an entity (files → tasks).
+    """
+    def register(hook):
+        DELETE_HOOKS.setdefault(entity_name, []).append(hook)
+        return hook
+    return register
+
+
 def referencing(target: str) -> list[tuple[Entity, Relation]]:
     """Every (entity, relation) that points at entity `target`."""
     return [(e, r) for e in ENTITIES.values() for r in e.relations if r.target == target]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import peewee
 from marshmallow import ValidationError
 
-from api.entities import ENTITIES, referencing
+from api.entities import DELETE_HOOKS, ENTITIES, referencing
 from api.entities.base import Entity
 from api.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed, flatten_messages
 from api.ids import new_id
@@ -207,6 +207,8 @@ class RecordService:
         Cascaded deletes emit `*.deleted` and nulled references `*.updated`, like any write.
         """
         now = utcnow()
+        for hook in DELETE_HOOKS.get(self.entity.name, ()):
+            hook(account_id, ids)
         for entity, relation in referencing(self.entity.name):
             model = entity.model
             pointing = (getattr(model, relation.attribute).in_(ids)) & (model.account_id == account_id)

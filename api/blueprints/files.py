@@ -1,0 +1,162 @@
+"""File routes: `POST /api/v1/upload` and `/api/v1/files[/{id}[/content]]`."""
+
+from urllib.parse import quote
+
+from flask import redirect, request, send_file
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields
+
+from api import config, uploads
+from api.auth import current_account_id, requires
+from api.docs import ErrorSchema, envelope
+from api.errors import ValidationFailed
+from api.http import no_content, success
+from api.models import File
+from api.query import DEFAULT_LIMIT, MAX_LIMIT
+from api.rate_limit import limited
+from api.services import files
+from api.storage import get_storage
+
+blp = Blueprint("files", __name__, url_prefix="/api/v1", description="File uploads and downloads.")
+
+
+class FileSchema(Schema):
+    id = fields.String()
+    url = fields.String()
+    filename = fields.String()
+    size = fields.Integer()
+    type = fields.String()
+    sha256 = fields.String()
+    taskId = fields.String(allow_none=True)
+    createdAt = fields.String()
+
+
+class FileListSchema(Schema):
+    files = fields.List(fields.Nested(FileSchema))
+
+
+UPLOAD_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object",
+    "properties": {
+        "file": {"type": "string", "format": "binary"},
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+        "taskId": {"type": "string"},
+    }}}}}}
+
+
+@blp.route("/upload", methods=["POST"])
+@requires("write")
+@limited("upload")
+@blp.doc(summary="Upload one file (`file`) or several (`files`)", **UPLOAD_DOC)
+@blp.response(201, envelope(FileSchema, "UploadedFile"))
+@blp.alt_response(400, schema=ErrorSchema)
+@blp.alt_response(413, schema=ErrorSchema)
+@blp.alt_response(415, schema=ErrorSchema)
+def upload():
+    settings = config.current()
+    if request.mimetype != "multipart/form-data":
+        raise ValidationFailed({"file": ["No file provided (send multipart/form-data)."]})
+    request.max_content_length = settings.upload_max_bytes * settings.upload_max_files + (1 << 20)
+    storage = get_storage(settings)
+    uploads.stream_files_into(storage.tmp, settings.upload_max_bytes)
+    single = [f for f in request.files.getlist("file") if f.filename or f.stream.size]
+    many = [f for f in request.files.getlist("files") if f.filename or f.stream.size]
+    parts = single + many
+    if not parts or any(part.stream.size == 0 for part in parts):
+        raise ValidationFailed({"file": ["No file provided."]})
+    if len(parts) > settings.upload_max_files:
+        raise ValidationFailed({"files": [f"At most {settings.upload_max_files} files."]})
+    task_id = request.form.get("taskId") or None
+    files.check_task(current_account_id(), task_id)
+    kinds = [files.check_type(part.stream.sniffed_type()) for part in parts]
+    stored = []
+    for part, kind in zip(parts, kinds):
+        spool = part.stream
+        spool.flush()
+        stored.append(files.store(current_account_id(), spool.path, spool.sha256, spool.size, kind,
+                                  uploads.sanitize_filename(part.filename), task_id))
+    data = [files.as_json(row) for row in stored]
+    if many or len(data) > 1:
+        return success({"files": data}, 201)
+    return success(data[0], 201, headers={"Location": f"/api/v1/files/{stored[0].id}"})
+
+
+@blp.route("/files")
+class Files(MethodView):
+    @requires("read")
+    @blp.doc(parameters=[
+        {"in": "query", "name": "taskId", "schema": {"type": "string"}},
+        {"in": "query", "name": "page", "schema": {"type": "integer", "minimum": 1}},
+        {"in": "query", "name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+    ])
+    @blp.response(200, envelope(FileListSchema, "FileList"))
+    @blp.alt_response(400, schema=ErrorSchema)
+    def get(self):
+        page, limit, task_id = _list_args()
+        query = File.select().where(File.account_id == current_account_id())
+        if task_id is not None:
+            query = query.where(File.task_id == task_id)
+        total = query.count()
+        rows = list(query.order_by(File.created_at.desc(), File.id.desc())
+                    .offset((page - 1) * limit).limit(limit + 1))
+        meta = {"page": page, "limit": limit, "total": total, "hasNextPage": len(rows) > limit,
+                "hasPreviousPage": page > 1, "nextCursor": None}
+        return success([files.as_json(r) for r in rows[:limit]], meta=meta)
+
+
+def _list_args() -> tuple[int, int, str | None]:
+    errors = {k: ["Unknown query parameter."] for k in request.args
+              if k not in ("page", "limit", "taskId")}
+    page, limit = request.args.get("page", "1"), request.args.get("limit", str(DEFAULT_LIMIT))
+    if not page.isdigit() or not 1 <= int(page) <= 1_000_000:
+        errors["page"] = ["Must be an integer between 1 and 1000000."]
+    if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIMIT:
+        errors["limit"] = [f"Must be an integer between 1 and {MAX_LIMIT}."]
+    task_id = request.args.get("taskId")
+    if task_id is not None and (len(task_id) > 64 or "\x00" in task_id):
+        errors["taskId"] = ["Not a task id."]
+    if errors:
+        raise ValidationFailed(errors, "Invalid query parameters.")
+    return int(page), int(limit), task_id
+
+
+@blp.route("/files/<string:file_id>")
+class FileItem(MethodView):
+    @requires("read")
+    @blp.response(200, envelope(FileSchema, "File"))
+    @blp.alt_response(404, schema=ErrorSchema)
+    def get(self, file_id):
+        return success(files.as_json(files.get(current_account_id(), file_id)))
+
+    @requires("write")
+    @blp.response(204)
+    @blp.alt_response(404, schema=ErrorSchema)
+    def delete(self, file_id):
+        files.delete(current_account_id(), file_id)
+        return no_content()
+
+
+@blp.route("/files/<string:file_id>/content", methods=["GET"])
+@requires("read")
+@blp.doc(summary="Download a file's bytes (Range requests supported)", responses={
+    "200": {"description": "The bytes."}, "206": {"description": "Part of the bytes."},
+    "416": {"description": "Range not satisfiable."}})
+@blp.alt_response(404, schema=ErrorSchema)
+def file_content(file_id):
+    row = files.get(current_account_id(), file_id)
+    storage = get_storage(config.current())
+    url = storage.download_url(row.sha256, row.filename, row.content_type)
+    if url is not None:
+        return redirect(url, 302)
+    response = send_file(storage.path(row.sha256), mimetype=row.content_type, etag=row.sha256,
+                         conditional=True, max_age=0)
+    response.headers["Content-Disposition"] = content_disposition(row.filename)
+    response.headers["Accept-Ranges"] = "bytes"
+    return response
+
+
+def content_disposition(filename: str) -> str:
+    """`attachment` with an ASCII fallback name and the exact name as RFC 5987 `filename*`."""
+    fallback = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\' else "_" for ch in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"

@@ -1,0 +1,108 @@
+"""Files: stored uploads, their records and their bytes (through `api.storage`).
+
+A file record belongs to an account and optionally to a task; its bytes are a
+blob shared by every record with the same SHA-256. Creating a record takes a
+reference on the blob (under a row lock), deleting one drops it, and the last
+reference removes the bytes, inside the same transaction so that a concurrent
+upload of the same content cannot lose them.
+"""
+
+from pathlib import Path
+
+from api import config
+from api.entities import ENTITIES, on_delete
+from api.errors import APIError, NotFound, ValidationFailed
+from api.ids import new_id
+from api.models import Blob, File
+from api.services import events
+from api.storage import get_storage
+from api.store import is_postgres, transaction
+from api.timeutil import format_rfc3339, utcnow
+
+CONTENT_URL = "/api/v1/files/{id}/content"
+
+
+def as_json(row: File) -> dict:
+    """A file record in the contract's shape."""
+    return {"id": row.id, "url": CONTENT_URL.format(id=row.id), "filename": row.filename,
+            "size": row.size, "type": row.content_type, "sha256": row.sha256,
+            "taskId": row.task_id, "createdAt": format_rfc3339(row.created_at)}
+
+
+def check_task(account_id: str, task_id: str | None) -> None:
+    """`taskId` must name a task of the account (400 otherwise)."""
+    if task_id is None:
+        return
+    task = ENTITIES["task"].model
+    if "\x00" in task_id or not task.select(task.id).where(
+            (task.id == task_id) & (task.account_id == account_id)).exists():
+        raise ValidationFailed({"taskId": [f"Task {task_id[:64]} does not exist."]})
+
+
+def check_type(sniffed: str | None) -> str:
+    """The sniffed type, if it is allowed (415 otherwise)."""
+    allowed = config.current().upload_allowed_types
+    if sniffed not in allowed:
+        raise APIError(415, "UNSUPPORTED_MEDIA_TYPE",
+                       f"File content is {sniffed or 'of an unknown type'}; allowed: {', '.join(allowed)}.",
+                       {"allowed": allowed, "detected": sniffed})
+    return sniffed
+
+
+def store(account_id: str, temp_path: Path, sha256: str, size: int, content_type: str,
+          filename: str, task_id: str | None) -> File:
+    """Record a finished upload whose bytes are in `temp_path`; emits `file.created`."""
+    storage = get_storage(config.current())
+    now = utcnow()
+    with transaction():
+        blob = _locked_blob(sha256)
+        if blob is None:
+            storage.put(temp_path, sha256)
+            Blob.create(sha256=sha256, size=size, refs=1, created_at=now)
+        else:
+            if not storage.exists(sha256):
+                storage.put(temp_path, sha256)
+            Blob.update(refs=Blob.refs + 1).where(Blob.sha256 == sha256).execute()
+        row = File.create(id=new_id("fil"), account_id=account_id, task_id=task_id,
+                          filename=filename, size=size, content_type=content_type,
+                          sha256=sha256, created_at=now)
+        events.emit(account_id, "file.created", [as_json(row)])
+    return row
+
+
+def _locked_blob(sha256: str) -> Blob | None:
+    query = Blob.select().where(Blob.sha256 == sha256)
+    if is_postgres():
+        query = query.for_update()
+    return query.first()
+
+
+def get(account_id: str, file_id: str) -> File:
+    row = None if "\x00" in file_id else File.get_or_none(
+        (File.id == file_id) & (File.account_id == account_id))
+    if row is None:
+        raise NotFound(f"File {file_id[:64]} not found.")
+    return row
+
+
+def delete(account_id: str, file_id: str) -> File:
+    """Delete a record; the bytes go with the last record that uses them. Emits `file.deleted`."""
+    storage = get_storage(config.current())
+    with transaction():
+        row = get(account_id, file_id)
+        row.delete_instance()
+        blob = _locked_blob(row.sha256)
+        if blob is not None and blob.refs <= 1:
+            blob.delete_instance()
+            storage.delete(row.sha256)
+        elif blob is not None:
+            Blob.update(refs=Blob.refs - 1).where(Blob.sha256 == row.sha256).execute()
+        events.emit(account_id, "file.deleted", [as_json(row)])
+    return row
+
+
+@on_delete("task")
+def detach_from_tasks(account_id: str, task_ids: list[str]) -> None:
+    """Deleting a task keeps its files, detached (`taskId` becomes null)."""
+    File.update(task_id=None).where((File.account_id == account_id)
+                                    & File.task_id.in_(task_ids)).execute()
