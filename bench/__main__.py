@@ -9,7 +9,8 @@ For SQLite, and PostgreSQL when one answers (see tests/backends.py):
 4. `GET /api/v1/tasks/{id}` vs a hello-world view under the same load generator;
 5. `GET /api/v1/tasks?limit=100&expand=assignee,project`: requests/s and SQL queries per request;
 6. webhook deliveries/s and commit-to-receipt latency with 1 and 2 workers (bench/webhooks.py);
-7. 200 open SSE streams: memory per stream, commit-to-arrival latency, CRUD latency (bench/streams.py).
+7. 200 open SSE streams: memory per stream, commit-to-arrival latency, CRUD latency (bench/streams.py);
+8. a 200 MB upload against `cp`, and the web process's memory during it (bench/uploads.py).
 The load generator is bench/load.py (threads with keep-alive connections).
 """
 
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from api import create_app, migrate, store
 from api.services import accounts
-from bench import load, streams, webhooks
+from bench import load, streams, uploads, webhooks
 from tests import backends
 from tests.procs import free_port, start_gunicorn, stop_process
 
@@ -151,6 +152,7 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str) -
     with app.app_context():
         webhooks.run(line, name, app, key, env)
     streams.run(line, name, env, key)
+    uploads.run(line, name, env, key, var_dir)
 
 
 def _batch_vs_singles(port: int, auth: dict, ids: list[str], rounds: int = 30) -> tuple[float, float]:

@@ -139,6 +139,9 @@ def _record(outcomes: list[Outcome]) -> None:
     rows, retries = [], []
     for o in outcomes:
         next_at = None
+        if not o.ok and o.hook is not None and o.disable is None and o.hook.failing_since and \
+                (now - o.hook.failing_since).total_seconds() >= settings.webhook_disable_after:
+            o.disable = f"Failing on every delivery since {o.hook.failing_since.isoformat()}Z."
         if not o.ok and o.retry and not o.disable and o.delivery.attempt <= len(schedule):
             next_at = now + timedelta(seconds=schedule[o.delivery.attempt - 1])
             retries.append({"id": new_id("whd"), "account_id": o.delivery.account_id,

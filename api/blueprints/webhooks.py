@@ -1,12 +1,17 @@
 """`/api/v1/webhooks`: subscriptions, test sends, secret rotation and the delivery log (admin)."""
 
+import re
+
+from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from api.auth import current_account_id, requires
 from api.docs import ErrorSchema, envelope
+from api.errors import ValidationFailed
 from api.http import json_body, no_content, success
+from api.query import MAX_LIMIT
 from api.services import events, webhooks
 from api.services.webhooks import DeliverySchema, WebhookSchema, WebhookWithSecretSchema
 
@@ -89,10 +94,31 @@ def rotate_secret(webhook_id):
 
 @blp.route("/<string:webhook_id>/deliveries", methods=["GET"])
 @requires("admin")
+@blp.doc(parameters=[
+    {"in": "query", "name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+    {"in": "query", "name": "cursor", "schema": {"type": "string"}},
+    {"in": "query", "name": "status", "schema": {"type": "string",
+                                                 "enum": ["pending", "succeeded", "failed"]}},
+])
 @blp.response(200, envelope(DeliverySchema, "DeliveryList"))
 @blp.alt_response(404, schema=ErrorSchema)
 def list_deliveries(webhook_id):
-    return success(_deliveries(webhooks.deliveries(current_account_id(), webhook_id)))
+    errors = {k: ["Unknown query parameter."] for k in request.args
+              if k not in ("limit", "cursor", "status")}
+    limit = request.args.get("limit", "50")
+    if not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= MAX_LIMIT):
+        errors["limit"] = [f"Must be an integer between 1 and {MAX_LIMIT}."]
+    cursor = request.args.get("cursor")
+    if cursor is not None and not re.fullmatch(r"whd_[0-9A-Za-z]{1,40}", cursor):
+        errors["cursor"] = ["Malformed cursor."]
+    status = request.args.get("status")
+    if status is not None and status not in ("pending", "succeeded", "failed"):
+        errors["status"] = ["Must be one of: pending, succeeded, failed."]
+    if errors:
+        raise ValidationFailed(errors, "Invalid query parameters.")
+    rows, more = webhooks.deliveries(current_account_id(), webhook_id, int(limit), cursor, status)
+    meta = {"limit": int(limit), "hasNextPage": more, "nextCursor": rows[-1].id if more else None}
+    return success(_deliveries(rows), meta=meta)
 
 
 @blp.route("/<string:webhook_id>/deliveries/<string:delivery_id>/redeliver", methods=["POST"])

@@ -94,8 +94,7 @@ def parse(payload: dict, max_requests: int) -> tuple[bool, list[SubRequest]]:
         raise ValidationFailed({"requests": [f"Must contain between 1 and {max_requests} requests."]})
     try:
         loaded = BatchSchema().load({**payload, "requests": [
-            {**r, "method": r["method"].upper()} if isinstance(r, dict)
-            and isinstance(r.get("method"), str) else r for r in items]}
+            _normalized(r) for r in items]}
             if isinstance(items, list) else payload)
     except ValidationError as exc:
         raise ValidationFailed(flatten_messages(exc.messages)) from exc
@@ -115,6 +114,20 @@ def parse(payload: dict, max_requests: int) -> tuple[bool, list[SubRequest]]:
     if errors:
         raise ValidationFailed(errors)
     return loaded["atomic"], subs
+
+
+def _normalized(item):
+    """Methods in upper case, forwarded header names in their canonical case."""
+    if not isinstance(item, dict):
+        return item
+    item = dict(item)
+    if isinstance(item.get("method"), str):
+        item["method"] = item["method"].upper()
+    if isinstance(item.get("headers"), dict):
+        canonical = {name.lower(): name for name in FORWARDED_HEADERS}
+        item["headers"] = {canonical.get(k.lower(), k) if isinstance(k, str) else k: v
+                           for k, v in item["headers"].items()}
+    return item
 
 
 def _lookup(result: dict, path: str):

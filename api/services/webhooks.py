@@ -6,7 +6,7 @@ from datetime import timedelta
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from api import config, queue, url_guard
-from api.errors import NotFound, ValidationFailed, flatten_messages
+from api.errors import Conflict, NotFound, ValidationFailed, flatten_messages
 from api.fields import Text, Timestamp
 from api.ids import new_id
 from api.models import Webhook, WebhookDelivery
@@ -70,6 +70,8 @@ def serialize(row: Webhook, with_secret: bool = False) -> dict:
 
 
 def _load(payload: dict, partial: bool) -> dict:
+    if payload.get("events") == "*":
+        payload = {**payload, "events": ["*"]}
     try:
         values = WebhookSchema().load(payload, partial=partial)
     except ValidationError as exc:
@@ -148,17 +150,26 @@ def send_test(account_id: str, webhook_id: str) -> dict:
     """Emit a `webhook.test` event delivered to this webhook only, whatever its `events`."""
     with transaction():
         row = get(account_id, webhook_id)
+        if not row.active:
+            raise Conflict("This webhook is disabled; re-enable it with PATCH {\"active\": true}.")
         [event] = events.emit(account_id, "webhook.test",
                               [{"webhookId": row.id, "message": "This is a test delivery."}],
                               webhook_ids=[row.id])
     return event
 
 
-def deliveries(account_id: str, webhook_id: str, limit: int = 100) -> list[WebhookDelivery]:
+def deliveries(account_id: str, webhook_id: str, limit: int, before: str | None = None,
+               status: str | None = None) -> tuple[list[WebhookDelivery], bool]:
+    """A page of the delivery log, newest attempt first, and whether there is more."""
     get(account_id, webhook_id)
-    return list(WebhookDelivery.select().where(
+    query = WebhookDelivery.select().where(
         (WebhookDelivery.webhook_id == webhook_id) & (WebhookDelivery.account_id == account_id))
-        .order_by(WebhookDelivery.id.desc()).limit(limit))
+    if before:
+        query = query.where(WebhookDelivery.id < before)
+    if status:
+        query = query.where(WebhookDelivery.status == status)
+    rows = list(query.order_by(WebhookDelivery.id.desc()).limit(limit + 1))
+    return rows[:limit], len(rows) > limit
 
 
 def redeliver(account_id: str, webhook_id: str, delivery_id: str) -> WebhookDelivery:
