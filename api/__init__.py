@@ -7,11 +7,13 @@ from flask_smorest import Api
 from api import (
     auth,
     config,
+    custom,
     errors,
     idempotency,
     rate_limit,
     redis_conn,
     request_log,
+    security_headers,
     store,
     uploads,
 )
@@ -22,7 +24,9 @@ from api.blueprints import (
     docs_assets,
     events,
     files,
+    graphql,
     health,
+    jobs,
     live,
     records,
     stream,
@@ -83,6 +87,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     redis_conn.configure(settings)
 
     request_log.init_app(app)
+    security_headers.init_app(app)
     store.init_app(app)
     auth.init_app(app)
     rate_limit.init_app(app, settings)
@@ -100,11 +105,14 @@ def create_app(overrides: dict | None = None) -> Flask:
     api.register_blueprint(batch.blp)
     api.register_blueprint(files.blp)
     api.register_blueprint(tus.blp)
+    api.register_blueprint(jobs.blp)
+    api.register_blueprint(custom.blueprint())
     for entity in ENTITIES.values():
         api.register_blueprint(bulk.make_blueprint(entity))
         api.register_blueprint(records.make_blueprint(entity))
     app.register_blueprint(docs_assets.blp)
     app.register_blueprint(live.blp)
+    app.register_blueprint(graphql.blp)
     errors.init_app(app)
 
     from api import cli

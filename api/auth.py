@@ -1,6 +1,7 @@
 """API keys and scopes.
 
 Routes declare the scope they need with `@requires("read" | "write" | "admin")`
+(`@any_scope` when the view checks scopes itself, as GraphQL does per operation)
 or opt out with `@public`; one `before_request` hook enforces it for every
 route, so an undeclared route is treated as admin-only rather than left open.
 Keys travel as `Authorization: Bearer sk_…` (or `?access_token=` on streams),
@@ -21,6 +22,7 @@ from api.store import db
 from api.timeutil import utcnow
 
 SCOPES = ("read", "write", "admin")
+ANY_SCOPE = "any"
 KEY_PREFIX = "sk_"
 VISIBLE_PREFIX_LENGTH = 12
 PUBLIC_BLUEPRINTS = {"api-docs"}
@@ -63,6 +65,12 @@ def requires(scope: str):
 def public(view):
     """Declare a view that needs no key."""
     view.required_scope = None
+    return view
+
+
+def any_scope(view):
+    """Declare a view that needs a valid key of any scope and checks finer scopes itself."""
+    view.required_scope = ANY_SCOPE
     return view
 
 
@@ -150,7 +158,7 @@ def init_app(app) -> None:
         g.account_id = key.account_id
         g.key_prefix = key.prefix
         g.scopes = set(key.scopes.split(","))
-        if not has_scope(g.scopes, needed):
+        if needed != ANY_SCOPE and not has_scope(g.scopes, needed):
             raise APIError(403, "INSUFFICIENT_SCOPE",
                            f"This API key lacks the '{needed}' scope.", {"required": needed})
 

@@ -60,7 +60,16 @@ class Settings:
     upload_dir: Path
     s3: dict
     tus_expire_seconds: int
+    import_max_bytes: int
+    job_timeout: int
+    job_result_ttl: int
+    job_stale_after: int
+    job_max_attempts: int
     sse_max_streams: int
+    graphql_max_depth: int
+    graphql_max_cost: int
+    graphql_max_query_bytes: int
+    graphql_introspection: bool
 
     @classmethod
     def from_env(cls, overrides: dict | None = None) -> "Settings":
@@ -102,8 +111,17 @@ class Settings:
             s3={"bucket": env.get("S3_BUCKET"), "endpoint_url": env.get("S3_ENDPOINT_URL"),
                 "region_name": env.get("S3_REGION"), "prefix": env.get("S3_PREFIX", "blobs/")},
             tus_expire_seconds=parse_duration(env.get("TUS_EXPIRE", "24h")),
+            import_max_bytes=int(env.get("IMPORT_MAX_BYTES", str(512 * 1024 * 1024))),
+            job_timeout=parse_duration(env.get("JOB_TIMEOUT", "1h")),
+            job_result_ttl=parse_duration(env.get("JOB_RESULT_TTL", "24h")),
+            job_stale_after=parse_duration(env.get("JOB_STALE_AFTER", "2m")),
+            job_max_attempts=int(env.get("JOB_MAX_ATTEMPTS", "3")),
             sse_max_streams=int(env.get("SSE_MAX_STREAMS", "0")) or max(
                 1, int(env.get("WEB_THREADS", "128")) - 16),
+            graphql_max_depth=int(env.get("GRAPHQL_MAX_DEPTH", "8")),
+            graphql_max_cost=int(env.get("GRAPHQL_MAX_COST", "10000")),
+            graphql_max_query_bytes=int(env.get("GRAPHQL_MAX_QUERY_BYTES", "32768")),
+            graphql_introspection=_bool(env.get("GRAPHQL_INTROSPECTION", "true")),
         )
 
 

@@ -143,7 +143,7 @@ def _handle_http_exception(error: HTTPException):
         return error_response(429, "RATE_LIMIT_EXCEEDED", "Rate limit exceeded.",
                               breach_details(error))
     headers = {}
-    if status == 405:
+    if status in (405, 416):  # `Allow`; `Content-Range: bytes */<length>` (RFC 9110 15.5.17)
         headers = dict(error.get_headers())
         headers.pop("Content-Type", None)
     message = MESSAGES.get(status) or error.description or error.name

@@ -134,3 +134,26 @@ class TusUpload(BaseModel):
 
     class Meta:
         table_name = "tus_uploads"
+
+
+class Job(BaseModel):
+    id = peewee.CharField(primary_key=True, max_length=40)
+    account_id = peewee.CharField(max_length=40)
+    type = peewee.CharField(max_length=20)
+    entity = peewee.CharField(max_length=40)
+    status = peewee.CharField(max_length=20)
+    params = peewee.TextField()
+    progress_done = peewee.BigIntegerField(default=0)
+    progress_total = peewee.BigIntegerField(null=True)
+    result = peewee.TextField(null=True)
+    error = peewee.TextField(null=True)
+    attempts = peewee.IntegerField(default=0)
+    cancel_requested = peewee.BooleanField(default=False)
+    created_at = peewee.DateTimeField()
+    enqueued_at = peewee.DateTimeField(null=True)
+    started_at = peewee.DateTimeField(null=True)
+    heartbeat_at = peewee.DateTimeField(null=True)
+    finished_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "jobs"

@@ -3,7 +3,8 @@
 - Every authenticated request counts against its key's limit: the key's own
   `rateLimit`, else `RATELIMIT_DEFAULT` (e.g. `1000 per hour;100 per minute`).
 - Routes marked `@limited("batch" | "bulk" | "upload" | "export")` also have a
-  stricter per-route limit from `RATELIMIT_<GROUP>`.
+  stricter per-route limit from `RATELIMIT_<GROUP>`; `@limited("10/minute")`
+  gives a route a fixed one (custom endpoints declare theirs this way).
 - Limited responses carry `X-RateLimit-Limit`, `X-RateLimit-Remaining` and
   `X-RateLimit-Reset`; a 429 carries `Retry-After` and `details.limit`/`resetAt`.
 - A batch's sub-requests each count: the batch is charged one request per
@@ -17,6 +18,7 @@
 from flask import g, request
 from flask_limiter import Limiter
 from flask_limiter.errors import RateLimitExceeded
+from limits import parse_many
 
 from api import redis_conn
 from api.auth import view_for_request
@@ -27,13 +29,13 @@ from api.timeutil import format_rfc3339
 GROUPS = ("batch", "bulk", "upload", "export")
 
 
-def limited(group: str):
-    """Declare that a view also has the stricter limit of `group`."""
-    if group not in GROUPS:
-        raise ValueError(f"unknown rate-limit group {group!r}")
+def limited(group_or_limit: str):
+    """Declare that a view also has a stricter limit: a group's (`"batch"`) or its own (`"10/minute"`)."""
+    if group_or_limit not in GROUPS:
+        parse_many(group_or_limit)
 
     def decorate(view):
-        view.rate_limit_group = group
+        view.rate_limit_group = group_or_limit
         return view
 
     return decorate
@@ -77,7 +79,7 @@ def init_app(app, settings: Settings) -> Limiter:
         application_limits_exempt_when=lambda: (g.get("api_key") is None
                                                 or request.environ.get(BATCH_FLAG, False)),
         application_limits_cost=_cost,
-        default_limits=[lambda: settings.ratelimit_groups.get(_group() or "", "1000000 per second")],
+        default_limits=[lambda: settings.ratelimit_groups.get(_group(), _group())],
         default_limits_exempt_when=lambda: g.get("api_key") is None or _group() is None,
         strategy="moving-window",
         storage_uri=redis_conn.storage_uri(settings),

@@ -2,27 +2,34 @@
 
 Configures the database and Redis exactly as the web app does (same
 environment variables; the embedded Redis when `REDIS_URL` is unset), then
-works the `webhooks` and `default` queues.
+runs two RQ workers:
 
-It is an RQ `SimpleWorker`: jobs run in the worker process instead of a fork
-per job, so a delivery job costs a few milliseconds and HTTP connections to
-webhook endpoints stay open between jobs. Job timeouts still apply (RQ's
-signal-based death penalty in the main thread). Beside it runs a sweeper
-thread that, once a second (one worker at a time, under a Redis lock),
-re-enqueues deliveries that are due and not in flight, so a lost enqueue, a
-Redis outage or a killed worker only delays a delivery; it also purges expired
-idempotency records.
+- in this process, an RQ `SimpleWorker` on the `webhooks` queue: delivery jobs
+  run in-process (a fork per delivery would cost more than the delivery) and
+  HTTP connections to webhook endpoints stay open between jobs;
+- in a child process, a forking RQ `Worker` on the `default` queue for exports
+  and imports, so a long job never holds up deliveries and each job's memory is
+  returned when it ends. The child is restarted if it dies.
+
+Beside them runs the sweeper thread: once a second (one worker process at a
+time, under a Redis lock) it queues webhook deliveries that are due and not in
+flight, re-enqueues jobs that were never picked up and rescues jobs whose
+worker died; once a minute it purges expired idempotency records and tus
+uploads. With `--burst`, one SimpleWorker works both queues until they are empty.
 """
 
 import argparse
 import logging
+import multiprocessing
 import threading
 
-from rq import SimpleWorker
+from rq import SimpleWorker, Worker
 
 from api import config, idempotency, queue, redis_conn, store
 from api.config import Settings
 from api.request_log import configure_logging
+from api.services import jobs as job_service
+from api.services import tus
 from jobs import webhooks
 
 log = logging.getLogger("quiver.worker")
@@ -32,49 +39,75 @@ SWEEP_LOCK = "quiver:sweeper"
 PURGE_LOCK = "quiver:purge"
 
 
-def sweep_once() -> None:
-    """Run the sweeper unless another worker did within the last interval.
-
-    Once a minute it also purges expired idempotency records.
-    """
-    client = redis_conn.client()
-    if client.set(SWEEP_LOCK, "1", nx=True, px=int(SWEEP_INTERVAL * 900)):
-        webhooks.sweep()
-    if client.set(PURGE_LOCK, "1", nx=True, ex=60):
-        with store.db.connection_context():
-            idempotency.purge_expired()
-
-
-def _sweep_forever(stop: threading.Event) -> None:
-    while not stop.wait(SWEEP_INTERVAL):
-        try:
-            sweep_once()
-        except Exception as exc:  # noqa: BLE001 - keep sweeping through outages
-            log.warning("sweep failed: %s", exc)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Run a Quiver RQ worker.")
-    parser.add_argument("--burst", action="store_true", help="exit when the queues are empty")
-    args = parser.parse_args(argv)
-
+def _setup() -> Settings:
     settings = Settings.from_env()
     config.activate(settings)
     configure_logging(settings.log_level)
     store.configure(settings.database_url, settings.db_pool_size)
     redis_conn.configure(settings)
+    return settings
+
+
+def sweep_once() -> None:
+    """Run the sweepers unless another worker did within the last interval."""
+    client = redis_conn.client()
+    if client.set(SWEEP_LOCK, "1", nx=True, px=int(SWEEP_INTERVAL * 900)):
+        webhooks.sweep()
+        with store.db.connection_context():
+            job_service.sweep()
+    if client.set(PURGE_LOCK, "1", nx=True, ex=60):
+        with store.db.connection_context():
+            idempotency.purge_expired()
+            tus.purge_expired()
+
+
+def _sweep_forever(stop: threading.Event, supervise) -> None:
+    while not stop.wait(SWEEP_INTERVAL):
+        try:
+            sweep_once()
+            supervise()
+        except Exception as exc:  # noqa: BLE001 - keep sweeping through outages
+            log.warning("sweep failed: %s", exc)
+
+
+def run_data_worker() -> None:
+    """The child process: a forking RQ worker on the `default` queue."""
+    _setup()
+    Worker([queue.get_queue(queue.DEFAULT_QUEUE)], connection=redis_conn.client()).work()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run a Quiver RQ worker.")
+    parser.add_argument("--burst", action="store_true", help="work all queues until empty, then exit")
+    args = parser.parse_args(argv)
+    _setup()
     connection = redis_conn.client()
-    queues = [queue.get_queue(name) for name in queue.QUEUES]
-    stop = threading.Event()
     if args.burst:
         sweep_once()
-    else:
-        threading.Thread(target=_sweep_forever, args=(stop,), name="sweeper", daemon=True).start()
+        SimpleWorker([queue.get_queue(name) for name in queue.QUEUES],
+                     connection=connection).work(burst=True)
+        return
+
+    spawn = multiprocessing.get_context("spawn")
+    children = [spawn.Process(target=run_data_worker, name="data-worker", daemon=True)]
+    children[0].start()
+
+    def supervise():
+        if not children[0].is_alive():
+            log.warning("data worker exited (code %s); restarting it", children[0].exitcode)
+            children[0] = spawn.Process(target=run_data_worker, name="data-worker", daemon=True)
+            children[0].start()
+
+    stop = threading.Event()
+    threading.Thread(target=_sweep_forever, args=(stop, supervise), name="sweeper",
+                     daemon=True).start()
     log.info("worker starting", extra={"queues": list(queue.QUEUES)})
     try:
-        SimpleWorker(queues, connection=connection).work(burst=args.burst, with_scheduler=False)
+        SimpleWorker([queue.get_queue(queue.WEBHOOK_QUEUE)], connection=connection).work()
     finally:
         stop.set()
+        children[0].terminate()
+        children[0].join(timeout=10)
 
 
 if __name__ == "__main__":

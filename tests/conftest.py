@@ -8,11 +8,13 @@ import pytest
 import redis
 
 from api import create_app, migrate
+from api.models import ApiKey
 from api.services import accounts
 from tests import backends
 from tests.procs import ROOT, free_port, start_gunicorn, stop_process, wait_for  # noqa: F401
 
 BASE = "/api/v1"
+GENEROUS_LIMIT = "100000/minute"
 
 
 @pytest.fixture(scope="session")
@@ -89,13 +91,18 @@ class ApiClient:
 
 
 class Account:
-    """A fresh account with an admin key; `key(scopes)` makes more keys."""
+    """A fresh account with an admin key; `key(scopes)` makes more keys.
+
+    The admin key (`account.api`) has a generous rate limit of its own so that
+    tests which poll do not trip the default; keys from `key()` get the default.
+    """
 
     def __init__(self, app, client):
         self.app = app
         self.client = client
         with app.app_context():
             account, secret = accounts.create_account("test")
+            ApiKey.update(rate_limit=GENEROUS_LIMIT).where(ApiKey.account_id == account.id).execute()
         self.id = account.id
         self.api = ApiClient(client, secret)
 

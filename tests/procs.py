@@ -43,7 +43,7 @@ def start_gunicorn(env: dict, port: int, app: str = "wsgi:app",
             raise AssertionError(f"gunicorn exited: {process.stderr.read().decode()[-2000:]}")
         try:
             return requests.get(f"http://127.0.0.1:{port}{health_path}", timeout=1).ok
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or a busy machine
             return False
 
     wait_for(healthy, message=f"gunicorn ({app}) to answer {health_path}")

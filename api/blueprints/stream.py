@@ -10,6 +10,7 @@ heartbeat. Auth by Bearer header or `?access_token=` (for EventSource).
 
 import json
 import queue
+import time
 
 from flask import Response, request
 from flask_smorest import Blueprint
@@ -96,12 +97,17 @@ def _open(prefix: str | None):
                 for event in _replay(account_id, last_id, accepts):
                     seen.add(event["id"])
                     yield _format(event)
+            checked = time.monotonic()
             while True:
                 try:
                     event = subscription.messages.get(timeout=settings.sse_heartbeat_seconds)
                 except queue.Empty:
+                    event = None
+                if time.monotonic() - checked >= settings.sse_heartbeat_seconds:
                     if _key_revoked(key_id) or subscription.overflowed:
                         return
+                    checked = time.monotonic()
+                if event is None:
                     yield ": ping\n\n"
                     continue
                 if event is SHUTDOWN:

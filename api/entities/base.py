@@ -46,12 +46,17 @@ class RecordSchema(Schema):
 
 @dataclass(frozen=True)
 class Relation:
-    """A reference from one entity to another (`task.assigneeId` → user)."""
+    """A reference from one entity to another (`task.assigneeId` → user).
+
+    `reverse` optionally names the way back (`user.assignedTasks`); see
+    `api.graphql.names.reverse_name` for the name used when it is not given.
+    """
 
     name: str
     attribute: str
     target: str
     on_delete: str = "set_null"
+    reverse: str | None = None
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,6 @@ ENTITY = Entity(
     searchable=("body",),
     relations=(
         Relation("task", "task_id", "task", on_delete="cascade"),
-        Relation("author", "author_id", "user"),
+        Relation("author", "author_id", "user", reverse="authoredComments"),
     ),
 )

@@ -57,7 +57,7 @@ ENTITY = Entity(
     searchable=("title", "description"),
     relations=(
         Relation("project", "project_id", "project"),
-        Relation("assignee", "assignee_id", "user"),
+        Relation("assignee", "assignee_id", "user", reverse="assignedTasks"),
     ),
     before_write=track_completion,
 )

@@ -55,14 +55,15 @@ def store(account_id: str, temp_path: Path, sha256: str, size: int, content_type
     storage = get_storage(config.current())
     now = utcnow()
     with transaction():
-        blob = _locked_blob(sha256)
-        if blob is None:
+        blob = None
+        while blob is None:
+            # Concurrent first uploads of the same bytes must not collide on the key, and a
+            # blob row deleted (with its bytes) while we waited for its lock is made again.
+            Blob.insert(sha256=sha256, size=size, refs=0, created_at=now).on_conflict_ignore().execute()
+            blob = _locked_blob(sha256)
+        if blob.refs == 0 or not storage.exists(sha256):
             storage.put(temp_path, sha256)
-            Blob.create(sha256=sha256, size=size, refs=1, created_at=now)
-        else:
-            if not storage.exists(sha256):
-                storage.put(temp_path, sha256)
-            Blob.update(refs=Blob.refs + 1).where(Blob.sha256 == sha256).execute()
+        Blob.update(refs=Blob.refs + 1).where(Blob.sha256 == sha256).execute()
         row = File.create(id=new_id("fil"), account_id=account_id, task_id=task_id,
                           filename=filename, size=size, content_type=content_type,
                           sha256=sha256, created_at=now)
@@ -90,7 +91,8 @@ def delete(account_id: str, file_id: str) -> File:
     storage = get_storage(config.current())
     with transaction():
         row = get(account_id, file_id)
-        row.delete_instance()
+        if row.delete_instance() == 0:  # a concurrent DELETE got there first
+            raise NotFound(f"File {file_id[:64]} not found.")
         blob = _locked_blob(row.sha256)
         if blob is not None and blob.refs <= 1:
             blob.delete_instance()

@@ -98,6 +98,33 @@ class RecordService:
             raise NotFound(f"{self.entity.title} {record_id[:64]} not found.")
         return row
 
+    def get_many(self, account_id: str, ids) -> list:
+        """The account's records among `ids` (one query, in no particular order)."""
+        ids = list(set(ids) - {None})
+        if not ids:
+            return []
+        return list(self._scoped(account_id).where(self.model.id.in_(ids)))
+
+    def list_related(self, account_id: str, attribute: str, parent_ids, lq: ListQuery) -> list:
+        """Up to `lq.limit` records per parent whose `attribute` is in `parent_ids`, in one query.
+
+        Filtered and sorted by `lq` (its page, cursor and `q` are ignored); the rows of
+        each parent come in `lq`'s order.
+        """
+        parent_ids = list(set(parent_ids) - {None})
+        if not parent_ids:
+            return []
+        reference = getattr(self.model, attribute)
+        rank = peewee.fn.ROW_NUMBER().over(partition_by=[reference],
+                                           order_by=order_by(self.entity, lq))
+        query = self._scoped(account_id).where(reference.in_(parent_ids))
+        for flt in lq.filters:
+            query = query.where(filter_expression(self.entity, flt))
+        ranked = query.select(self.model, rank.alias("rank")).alias("ranked")
+        columns = [ranked.c[f.column_name] for f in self.model._meta.sorted_fields]
+        return list(self.model.select(*columns).from_(ranked)
+                    .where(ranked.c.rank <= lq.limit).order_by(ranked.c.rank))
+
     def serialize(self, account_id: str, rows: list, fields=None, expand=()) -> list[dict]:
         """Rows as JSON dicts, with `expand`ed relations embedded (one query per relation)."""
         data = [self.entity.dump(row) for row in rows]

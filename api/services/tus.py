@@ -89,14 +89,27 @@ def append(account_id: str, upload_id: str, offset_header: str | None, stream,
     if offset_header is None or not offset_header.isdigit() or int(offset_header) != row.offset:
         raise APIError(409, "CONFLICT", f"Upload-Offset must be {row.offset}.",
                        {"offset": row.offset})
+    if row.file_id:  # already complete (and its part file gone): nothing left to write
+        if stream.read(1):
+            raise APIError(413, "PAYLOAD_TOO_LARGE", "More bytes than Upload-Length.")
+        return row
     algorithm, expected = _checksum(checksum_header)
     path = part_path(row.id)
-    with open(path, "r+b") as part:
+    try:
+        part = open(path, "r+b")  # noqa: SIM115 (closed by the `with` below)
+    except FileNotFoundError:  # completed or terminated by a concurrent request meanwhile
+        row = get(account_id, upload_id)
+        raise APIError(409, "CONFLICT", f"Upload-Offset must be {row.offset}.",
+                       {"offset": row.offset}) from None
+    with part:
         try:
             fcntl.flock(part, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             raise APIError(409, "CONFLICT", "Another request is writing this upload.") from exc
         row = get(account_id, upload_id)
+        if row.offset != int(offset_header):  # another PATCH at this offset finished meanwhile
+            raise APIError(409, "CONFLICT", f"Upload-Offset must be {row.offset}.",
+                           {"offset": row.offset})
         start = row.offset
         part.seek(start)
         digest = CHECKSUMS[algorithm]() if algorithm else None
@@ -154,6 +167,7 @@ def _complete(row: TusUpload, path: Path) -> None:
     record = files.store(row.account_id, path, digest.hexdigest(), row.length, content_type,
                          sanitize_filename(metadata.get("filename") or metadata.get("name")),
                          metadata.get("taskId") or None)
+    path.unlink(missing_ok=True)  # still there when the blob already had these bytes
     row.file_id = record.id
     TusUpload.update(file_id=record.id).where(TusUpload.id == row.id).execute()
 
