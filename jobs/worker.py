@@ -19,8 +19,10 @@ uploads. With `--burst`, one SimpleWorker works both queues until they are empty
 """
 
 import argparse
+import ctypes
 import logging
 import multiprocessing
+import signal
 import threading
 
 from rq import SimpleWorker, Worker
@@ -37,6 +39,7 @@ log = logging.getLogger("quiver.worker")
 SWEEP_INTERVAL = 1.0
 SWEEP_LOCK = "quiver:sweeper"
 PURGE_LOCK = "quiver:purge"
+PR_SET_PDEATHSIG = 1
 
 
 def _setup() -> Settings:
@@ -70,8 +73,17 @@ def _sweep_forever(stop: threading.Event, supervise) -> None:
             log.warning("sweep failed: %s", exc)
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its parent dies (even by SIGKILL)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        log.warning("cannot tie the data worker's life to its parent on this platform")
+
+
 def run_data_worker() -> None:
     """The child process: a forking RQ worker on the `default` queue."""
+    _die_with_parent()
     _setup()
     Worker([queue.get_queue(queue.DEFAULT_QUEUE)], connection=redis_conn.client()).work()
 
