@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export FLASK_APP := wsgi
 
-.PHONY: install run migrate test test-sqlite test-postgres lint bench clean
+.PHONY: install run migrate test test-sqlite test-postgres lint bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -57,6 +57,9 @@ lint: install
 
 bench: migrate
 	$(BIN)/python -m bench
+
+soak: install
+	$(BIN)/python -m bench.soak
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

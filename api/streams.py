@@ -4,7 +4,10 @@ Committed events are published on `quiver:events:<account>` (see
 `services/events.py`). Each web process runs one `Hub` thread subscribed to
 all of them, which hands every message to the queues of the streams open in
 that process for that account. A stream therefore costs one thread (a gthread
-worker thread) and a queue, not a Redis connection.
+worker thread) and a queue, not a Redis connection. When the subscription is
+lost (Redis restarts), events published meanwhile never reach the hub, so once
+it is back every open stream re-reads the event log from shortly before the
+outage and sends what it has not sent yet: open streams stay exactly-once.
 """
 
 import json
@@ -13,15 +16,25 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 import redis
 
 from api import redis_conn
 from api.services.events import CHANNEL
+from api.timeutil import utcnow
 
 log = logging.getLogger("quiver.streams")
 
 SHUTDOWN = object()
+RESYNC_MARGIN = timedelta(seconds=5)
+
+
+@dataclass(frozen=True)
+class Resync:
+    """Put into open streams after an outage: re-read the event log from `since`."""
+
+    since: datetime
 
 
 @dataclass(eq=False)
@@ -70,18 +83,25 @@ class Hub:
     def shutdown(self) -> None:
         """End every open stream now (graceful server shutdown)."""
         self._stopping.set()
+        self._broadcast(SHUTDOWN)
+
+    def _broadcast(self, marker) -> None:
         with self._lock:
             for members in self._subscriptions.values():
                 for subscription in members:
-                    subscription.messages.put_nowait(SHUTDOWN)
+                    subscription.messages.put_nowait(marker)
 
     def _run(self) -> None:
         backoff = 0.5
+        lost_at = None
         while not self._stopping.is_set():
             pubsub = None
             try:
                 pubsub = redis_conn.client().pubsub(ignore_subscribe_messages=True)
                 pubsub.psubscribe(f"{CHANNEL}:*")
+                if lost_at is not None:
+                    self._broadcast(Resync(lost_at - RESYNC_MARGIN))
+                    lost_at = None
                 self.connected.set()
                 backoff = 0.5
                 while not self._stopping.is_set():
@@ -90,6 +110,7 @@ class Hub:
                         self._dispatch(message)
             except (redis.RedisError, OSError) as exc:
                 self.connected.clear()
+                lost_at = lost_at or utcnow()
                 log.warning("event subscription lost (%s); retrying in %.1fs", exc, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 10)

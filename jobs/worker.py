@@ -9,7 +9,8 @@ runs two RQ workers:
   HTTP connections to webhook endpoints stay open between jobs;
 - in a child process, a forking RQ `Worker` on the `default` queue for exports
   and imports, so a long job never holds up deliveries and each job's memory is
-  returned when it ends. The child is restarted if it dies.
+  returned when it ends. The child is restarted if it dies, and either worker
+  is restarted in place if a Redis outage makes RQ give up.
 
 Beside them runs the sweeper thread: once a second (one worker process at a
 time, under a Redis lock) it queues webhook deliveries that are due and not in
@@ -24,7 +25,9 @@ import logging
 import multiprocessing
 import signal
 import threading
+import time
 
+import redis
 from rq import SimpleWorker, Worker
 
 from api import config, idempotency, queue, redis_conn, store
@@ -40,6 +43,7 @@ SWEEP_INTERVAL = 1.0
 SWEEP_LOCK = "quiver:sweeper"
 PURGE_LOCK = "quiver:purge"
 PR_SET_PDEATHSIG = 1
+RECONNECT_DELAY = 2.0
 
 
 def _setup() -> Settings:
@@ -81,11 +85,23 @@ def _die_with_parent() -> None:
         log.warning("cannot tie the data worker's life to its parent on this platform")
 
 
+def _work_through_outages(make_worker) -> None:
+    """Run an RQ worker; if Redis drops it mid-way, start a fresh one once Redis is back."""
+    while True:
+        try:
+            make_worker().work()
+            return
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("worker lost Redis (%s); restarting it in %.0fs", exc, RECONNECT_DELAY)
+            time.sleep(RECONNECT_DELAY)
+
+
 def run_data_worker() -> None:
     """The child process: a forking RQ worker on the `default` queue."""
     _die_with_parent()
     _setup()
-    Worker([queue.get_queue(queue.DEFAULT_QUEUE)], connection=redis_conn.client()).work()
+    _work_through_outages(lambda: Worker([queue.get_queue(queue.DEFAULT_QUEUE)],
+                                         connection=redis_conn.client()))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -115,7 +131,8 @@ def main(argv: list[str] | None = None) -> None:
                      daemon=True).start()
     log.info("worker starting", extra={"queues": list(queue.QUEUES)})
     try:
-        SimpleWorker([queue.get_queue(queue.WEBHOOK_QUEUE)], connection=connection).work()
+        _work_through_outages(lambda: SimpleWorker([queue.get_queue(queue.WEBHOOK_QUEUE)],
+                                                   connection=connection))
     finally:
         stop.set()
         children[0].terminate()

@@ -11,19 +11,20 @@ heartbeat. Auth by Bearer header or `?access_token=` (for EventSource).
 import json
 import queue
 import time
+from collections import OrderedDict
 
 from flask import Response, request
 from flask_smorest import Blueprint
 
 from api import config
 from api.auth import accepts_query_token, current_account_id, requires
-from api.docs import ErrorSchema
+from api.docs import SSE_EVENT_SCHEMA, ErrorSchema, entity_path_parameter
 from api.entities import BY_PATH
 from api.errors import APIError, NotFound, ValidationFailed
 from api.models import ApiKey, Event
 from api.services import events
 from api.store import db
-from api.streams import SHUTDOWN, hub
+from api.streams import SHUTDOWN, Resync, hub
 
 blp = Blueprint("stream", __name__, url_prefix="/api/v1/stream",
                 description="Server-Sent Events of the account's events (read scope).")
@@ -59,11 +60,32 @@ def _parse_types() -> set[str] | None:
     return types
 
 
-def _replay(account_id: str, after: str, accepts) -> list[dict]:
+def _replay(account_id: str, accepts, after: str | None = None, since=None) -> list[dict]:
+    """Events from the log after an event id, or created since a time, oldest first."""
+    condition = Event.account_id == account_id
+    if after is not None:
+        condition &= Event.id > after
+    if since is not None:
+        condition &= Event.created_at >= since
     with db.connection_context():
-        rows = (Event.select().where((Event.account_id == account_id) & (Event.id > after))
-                .order_by(Event.id).limit(REPLAY_LIMIT))
+        rows = Event.select().where(condition).order_by(Event.id).limit(REPLAY_LIMIT)
         return [e for e in (events.as_json(r) for r in rows) if accepts(e)]
+
+
+class SentIds:
+    """The ids a stream has sent lately (bounded), so nothing is sent twice."""
+
+    def __init__(self, capacity: int = 50_000):
+        self.capacity = capacity
+        self.ids: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, event_id: str) -> None:
+        self.ids[event_id] = None
+        if len(self.ids) > self.capacity:
+            self.ids.popitem(last=False)
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self.ids
 
 
 def _key_revoked(key_id: str) -> bool:
@@ -92,10 +114,10 @@ def _open(prefix: str | None):
             # published before it does would be lost to a client already told "connected".
             hub.connected.wait(timeout=5)
             yield f"retry: {RETRY_MS}\ndata: {CONNECTED}\n\n"
-            seen = set()
+            sent = SentIds()
             if last_id:
-                for event in _replay(account_id, last_id, accepts):
-                    seen.add(event["id"])
+                for event in _replay(account_id, accepts, after=last_id):
+                    sent.add(event["id"])
                     yield _format(event)
             checked = time.monotonic()
             while True:
@@ -112,9 +134,12 @@ def _open(prefix: str | None):
                     continue
                 if event is SHUTDOWN:
                     return
-                if event["id"] in seen:
-                    continue
-                yield _format(event)
+                replayed = (_replay(account_id, accepts, since=event.since)
+                            if isinstance(event, Resync) else [event])
+                for item in replayed:
+                    if item["id"] not in sent:
+                        sent.add(item["id"])
+                        yield _format(item)
         finally:
             hub.unsubscribe(subscription)
 
@@ -132,9 +157,11 @@ STREAM_DOC = {
          "description": "Replay events after this id (or send the Last-Event-ID header)."},
         {"in": "query", "name": "access_token", "schema": {"type": "string"},
          "description": "The API key, for EventSource (which cannot send headers)."},
+        {"in": "header", "name": "Last-Event-ID", "required": False, "schema": {"type": "string"},
+         "description": "Replay events after this id (sent by EventSource on reconnect)."},
     ],
-    "responses": {"200": {"description": "An event stream.",
-                          "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+    "responses": {"200": {"description": "An event stream that stays open.",
+                          "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}}}},
 }
 
 
@@ -151,6 +178,7 @@ def stream_all():
 @requires("read")
 @accepts_query_token
 @blp.doc(summary="Stream one entity's events", **STREAM_DOC)
+@blp.doc(parameters=[entity_path_parameter()])
 @blp.alt_response(400, schema=ErrorSchema)
 @blp.alt_response(404, schema=ErrorSchema)
 def stream_entity(entity_path):
