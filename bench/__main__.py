@@ -7,7 +7,8 @@ For SQLite, and PostgreSQL when one answers (see tests/backends.py):
 3. the same 1,000 tasks as 1,000 single `POST /tasks` on one keep-alive connection;
    a batch of 20 `GET /tasks/{id}` against the same 20 requests sent one by one;
 4. `GET /api/v1/tasks/{id}` vs a hello-world view under the same load generator;
-5. `GET /api/v1/tasks?limit=100&expand=assignee,project`: requests/s and SQL queries per request;
+5. `GET /api/v1/tasks?limit=100&expand=assignee,project`: requests/s and SQL queries per request,
+   and the same data through GraphQL (bench/graphql.py);
 6. webhook deliveries/s and commit-to-receipt latency with 1 and 2 workers (bench/webhooks.py);
 7. 200 open SSE streams: memory per stream, commit-to-arrival latency, CRUD latency (bench/streams.py);
 8. a 200 MB upload against `cp`, and the web process's memory during it (bench/uploads.py).
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from api import create_app, migrate, store
 from api.services import accounts
+from bench import graphql as graphql_bench
 from bench import load, streams, uploads, webhooks
 from tests import backends
 from tests.procs import free_port, start_gunicorn, stop_process
@@ -139,6 +141,7 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str) -
                    "faster (goal >= 3x)")
 
         _seed_relations(quiver_port, auth, ids)
+        graphql_bench.run(line, name, quiver_port, auth)
         listing = load.run(quiver_port, "GET", "/api/v1/tasks?limit=100&expand=assignee,project",
                            headers=auth, threads=THREADS, duration=DURATION)
         with app.app_context():
