@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
+FUZZ_EXAMPLES ?= 200
 export FLASK_APP := wsgi
 
-.PHONY: install run migrate test test-sqlite test-postgres lint bench soak clean
+.PHONY: install run migrate test test-sqlite test-postgres lint bench soak fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -60,6 +61,14 @@ bench: migrate
 
 soak: install
 	$(BIN)/python -m bench.soak
+
+# schemathesis over every operation of the OpenAPI document, against a real gunicorn on
+# PostgreSQL when one answers (else SQLite): every phase, FUZZ_EXAMPLES cases per operation.
+fuzz: install
+	@URL=$$($(BIN)/python -m tests.backends); \
+	echo "Fuzzing against $${URL:-SQLite}"; \
+	TEST_DATABASE_URL="$$URL" $(BIN)/python -m tests.conformance --max-examples $(FUZZ_EXAMPLES) \
+		--workers 2 --phases examples,coverage,fuzzing,stateful
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

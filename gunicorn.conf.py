@@ -8,8 +8,10 @@
 import os
 import signal
 
-from api import embedded_redis, redis_conn, streams
+from api import embedded_redis, redis_conn, server_errors, streams
 from api.config import Settings
+
+server_errors.install()  # gunicorn's own 400/414/431 refusals in the JSON error envelope
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))

@@ -34,8 +34,9 @@ from api.blueprints import (
     webhooks,
 )
 from api.config import Settings
-from api.docs import ErrorSchema
+from api.docs import CommonErrorsPlugin, ErrorSchema, strict_nullable_refs
 from api.entities import ENTITIES
+from api.fields import Timestamp
 
 EXPOSED_HEADERS = ["ETag", "Location", "Link", "X-Request-ID", "Retry-After",
                    "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset",
@@ -46,6 +47,9 @@ class QuiverApi(Api):
     """flask-smorest's Api, documenting errors in the service's envelope."""
 
     ERROR_SCHEMA = ErrorSchema
+    # No catch-all `default` response: every status an operation can answer is listed
+    # (`CommonErrorsPlugin` adds the ones the shared machinery produces).
+    DEFAULT_ERROR_RESPONSE_NAME = None
 
     def _openapi_json(self):
         """The spec, typed `application/json; charset=utf-8` like every other JSON response."""
@@ -96,7 +100,9 @@ def create_app(overrides: dict | None = None) -> Flask:
         CORS(app, origins=settings.cors_origins, expose_headers=EXPOSED_HEADERS,
              supports_credentials=False, max_age=600)
 
-    api = QuiverApi(app)
+    api = QuiverApi(app, spec_kwargs={"extra_plugins": [CommonErrorsPlugin(app)]})
+    api.register_field(Timestamp, "string", "date-time")
+    api.ma_plugin.converter.add_attribute_function(strict_nullable_refs)
     api.register_blueprint(health.blp)
     api.register_blueprint(api_keys.blp)
     api.register_blueprint(events.blp)
@@ -112,7 +118,8 @@ def create_app(overrides: dict | None = None) -> Flask:
         api.register_blueprint(records.make_blueprint(entity))
     app.register_blueprint(docs_assets.blp)
     app.register_blueprint(live.blp)
-    app.register_blueprint(graphql.blp)
+    api.register_blueprint(graphql.blp)
+    app.register_blueprint(graphql.assets_blp)
     errors.init_app(app)
 
     from api import cli

@@ -3,12 +3,25 @@
 import json
 
 from flask import jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from api.errors import BadRequest, ValidationFailed
 
 
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _refuse_truncated(raw: bytes) -> None:
+    """413 for a body without a Content-Length (chunked) that goes on past MAX_CONTENT_LENGTH.
+
+    Werkzeug stops reading such a body at the limit and hands back what it read, so
+    without this check the first MAX_CONTENT_LENGTH bytes would be parsed as the body.
+    """
+    limit = request.max_content_length
+    if (request.content_length is None and limit is not None and len(raw) >= limit
+            and request.environ["wsgi.input"].read(1)):
+        raise RequestEntityTooLarge()
 
 
 def json_body() -> dict:
@@ -21,6 +34,7 @@ def json_body() -> dict:
     if mimetype != "application/json" and not mimetype.endswith("+json"):
         raise BadRequest("Content-Type must be application/json.")
     raw = request.get_data(cache=True)
+    _refuse_truncated(raw)
     try:
         data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError as exc:

@@ -35,7 +35,9 @@ DRAIN_GROUP = 25
 RESCUE_AFTER = timedelta(seconds=3)
 LEASE_MARGIN = timedelta(seconds=5)
 
-_http = urllib3.PoolManager(num_pools=200, maxsize=4, retries=False)
+# Connects only to the addresses it checked (see url_guard): no DNS rebinding between check and send.
+_http = url_guard.pinned_pool_manager(lambda: config.current().webhook_allow_private,
+                                      num_pools=200, maxsize=4, retries=False)
 
 
 def drain() -> int:
@@ -118,17 +120,41 @@ def _attempt(delivery: WebhookDelivery, hook: Webhook | None, event: Event) -> O
     started = time.perf_counter()
     try:
         response = _http.request("POST", hook.url, body=body, headers=headers, redirect=False,
-                                 timeout=urllib3.Timeout(total=settings.webhook_timeout))
+                                 timeout=urllib3.Timeout(total=settings.webhook_timeout),
+                                 preload_content=False)
     except urllib3.exceptions.HTTPError as exc:
         return Outcome(delivery, hook, ok=False, error=f"{type(exc).__name__}: {exc}"[:500],
                        duration_ms=int((time.perf_counter() - started) * 1000))
     ok = 200 <= response.status < 300
     gone = response.status == 410
     return Outcome(delivery, hook, ok=ok, status=response.status,
-                   body=response.data[:BODY_LIMIT].decode("utf-8", "replace"),
+                   body=_head_of_body(response, started + settings.webhook_timeout)
+                   .decode("utf-8", "replace"),
                    duration_ms=int((time.perf_counter() - started) * 1000),
                    error=None if ok else f"HTTP {response.status}", retry=not gone,
                    disable="Endpoint answered 410 Gone." if gone else None)
+
+
+def _head_of_body(response, deadline: float) -> bytes:
+    """The first `BODY_LIMIT` bytes of a response body, read until `deadline` at most.
+
+    A receiver cannot make the worker read a huge body into memory or hold it with a
+    drip-fed one; a body not read to its end closes its connection.
+    """
+    kept, ended = b"", False
+    try:
+        while len(kept) < BODY_LIMIT and time.perf_counter() < deadline:
+            chunk = response.read1(BODY_LIMIT - len(kept))
+            if not chunk:
+                ended = True
+                break
+            kept += chunk
+    except (urllib3.exceptions.HTTPError, OSError):
+        pass  # the status decides the outcome; the body is only kept for the log
+    if not ended:
+        response.close()
+    response.release_conn()
+    return kept
 
 
 def _record(outcomes: list[Outcome]) -> None:

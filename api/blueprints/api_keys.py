@@ -4,7 +4,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from api.auth import current_account_id, requires
-from api.docs import ErrorSchema, envelope
+from api.docs import ErrorSchema, envelope, links, list_of
 from api.http import json_body, no_content, success
 from api.services import accounts
 from api.services.accounts import ApiKeySchema, CreatedApiKeySchema
@@ -16,7 +16,7 @@ blp = Blueprint("api-keys", __name__, url_prefix="/api/v1/api-keys",
 @blp.route("")
 class ApiKeys(MethodView):
     @requires("admin")
-    @blp.response(200, envelope(ApiKeySchema, "ApiKeyList"))
+    @blp.response(200, list_of(ApiKeySchema, "ApiKeyList"))
     def get(self):
         return success([accounts.serialize_key(k) for k in accounts.list_keys(current_account_id())])
 
@@ -24,6 +24,7 @@ class ApiKeys(MethodView):
     @blp.doc(requestBody={"required": True,
                           "content": {"application/json": {"schema": ApiKeySchema}}})
     @blp.response(201, envelope(CreatedApiKeySchema, "CreatedApiKey"))
+    @blp.doc(**links(201, "/api/v1/api-keys/{key_id}", ("get", "delete"), key_id="$response.body#/data/id"))
     @blp.alt_response(400, schema=ErrorSchema)
     def post(self):
         row, secret = accounts.create_key_from_payload(current_account_id(), json_body())

@@ -32,8 +32,12 @@ class BatchResponseSchema(Schema):
 class Batch(MethodView):
     @requires("write")
     @limited("batch")
-    @blp.doc(requestBody={"required": True,
-                          "content": {"application/json": {"schema": batch.BatchSchema}}})
+    @blp.doc(requestBody={"required": True, "content": {"application/json": {
+        "schema": batch.BatchSchema, "example": {"atomic": False, "requests": [
+            {"id": "req1", "method": "POST", "path": "/tasks", "body": {"title": "New"}},
+            {"id": "req2", "method": "PATCH", "path": "/tasks/{{req1.body.data.id}}",
+             "body": {"status": "completed"}, "dependsOn": ["req1"]},
+            {"id": "req3", "method": "GET", "path": "/tasks?status=completed&limit=5"}]}}}})
     @blp.response(200, BatchResponseSchema)
     @blp.alt_response(400, schema=ErrorSchema)
     def post(self):

@@ -1,12 +1,14 @@
 """Bulk routes, built per entity: `POST /import/{path}`, `PATCH /{path}/bulk`, `POST /{path}/bulk-delete`."""
 
+from functools import cache
+
 from flask import current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import Schema, ValidationError, fields
+from marshmallow import Schema, ValidationError, fields, validate
 
 from api.auth import current_account_id, requires
-from api.docs import ErrorSchema, envelope
+from api.docs import ErrorSchema, envelope, input_schema, record_schema
 from api.entities.base import Entity
 from api.errors import ValidationFailed, flatten_messages
 from api.fields import Text
@@ -59,13 +61,34 @@ class BulkDeleteResultSchema(Schema):
     notFound = fields.List(fields.String())
 
 
+@cache
 def _result_schema(entity: Entity, count_name: str) -> type[Schema]:
     return type(f"{entity.title}Bulk{count_name.title()}ResultSchema", (Schema,), {
         count_name: fields.Integer(),
         "failed": fields.Integer(),
-        "items": fields.List(fields.Nested(entity.schema)),
+        "items": fields.List(fields.Nested(record_schema(entity))),
         "failures": fields.List(fields.Nested(FailureSchema)),
     })
+
+
+@cache
+def _doc_bodies(entity: Entity) -> tuple[type[Schema], type[Schema]]:
+    """The documented import and bulk-update bodies, with the entity's own item schemas.
+
+    (Requests are checked by the generic schemas above and then item by item by the service.)
+    """
+    update_item = type(f"{entity.title}BulkUpdateItemSchema", (entity.schema,), {
+        "id": fields.String(required=True, metadata={"description": f"The {entity.name} to change."})})
+    others = tuple(name for name in update_item._declared_fields if name != "id")
+    between = validate.Length(min=1)  # and at most BULK_MAX_ITEMS (default 1000)
+    import_body = type(f"{entity.title}ImportBodySchema", (Schema,), {
+        "items": fields.List(fields.Nested(input_schema(entity)), required=True, validate=between),
+        "options": fields.Nested(BulkOptionsSchema)})
+    update_body = type(f"{entity.title}BulkUpdateBodySchema", (Schema,), {
+        "updates": fields.List(fields.Nested(update_item(partial=others)), required=True,
+                               validate=between),
+        "options": fields.Nested(BulkOptionsSchema)})
+    return import_body, update_body
 
 
 def _parse(schema: type[Schema], list_name: str) -> dict:
@@ -111,9 +134,10 @@ def make_blueprint(entity: Entity) -> Blueprint:
     class Import(MethodView):
         @requires("write")
         @limited("bulk")
-        @blp.doc(summary=f"Create many {entity.path}", **body_doc(ImportBodySchema))
+        @blp.doc(summary=f"Create many {entity.path}", **body_doc(_doc_bodies(entity)[0]))
         @blp.response(201, envelope(_result_schema(entity, "created"), f"{entity.title}Import"))
-        @blp.alt_response(207, description="Some items failed (skipInvalid).")
+        @blp.alt_response(207, description="Some items failed (skipInvalid).", success=True,
+                          schema=envelope(_result_schema(entity, "created"), f"{entity.title}Import"))
         @blp.alt_response(400, schema=ErrorSchema)
         def post(self):
             body = _parse(ImportBodySchema, "items")
@@ -126,9 +150,10 @@ def make_blueprint(entity: Entity) -> Blueprint:
     class BulkUpdate(MethodView):
         @requires("write")
         @limited("bulk")
-        @blp.doc(summary=f"Update many {entity.path}", **body_doc(BulkUpdateBodySchema))
+        @blp.doc(summary=f"Update many {entity.path}", **body_doc(_doc_bodies(entity)[1]))
         @blp.response(200, envelope(_result_schema(entity, "updated"), f"{entity.title}BulkUpdate"))
-        @blp.alt_response(207, description="Some updates failed (skipInvalid).")
+        @blp.alt_response(207, description="Some updates failed (skipInvalid).", success=True,
+                          schema=envelope(_result_schema(entity, "updated"), f"{entity.title}BulkUpdate"))
         @blp.alt_response(400, schema=ErrorSchema)
         def patch(self):
             body = _parse(BulkUpdateBodySchema, "updates")

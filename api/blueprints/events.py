@@ -56,10 +56,12 @@ def _list_args() -> tuple[int, str | None, list[str] | None]:
 class Events(MethodView):
     @requires("read")
     @blp.doc(parameters=[
-        {"in": "query", "name": "type", "schema": {"type": "string"},
+        {"in": "query", "name": "type", "style": "form", "explode": False,
+         "schema": {"type": "array", "minItems": 1,
+                    "items": {"type": "string", "enum": events.event_types()}},
          "description": "Comma-separated event types."},
         {"in": "query", "name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
-        {"in": "query", "name": "cursor", "schema": {"type": "string"},
+        {"in": "query", "name": "cursor", "schema": {"type": "string", "pattern": "^evt_[0-9A-Za-z]+$"},
          "description": "`meta.nextCursor` of the previous page."},
     ])
     @blp.response(200, EventListSchema)

@@ -9,7 +9,7 @@ from marshmallow import Schema, fields
 
 from api import config, uploads
 from api.auth import current_account_id, requires
-from api.docs import ErrorSchema, envelope
+from api.docs import ErrorSchema, envelope, links, list_of
 from api.errors import ValidationFailed
 from api.http import no_content, success
 from api.models import File
@@ -32,8 +32,31 @@ class FileSchema(Schema):
     createdAt = fields.String()
 
 
-class FileListSchema(Schema):
-    files = fields.List(fields.Nested(FileSchema))
+class UploadedSchema(Schema):
+    success = fields.Boolean(required=True, metadata={"enum": [True]})
+    data = fields.Raw(required=True, metadata={
+        "description": "One file (field `file`), or `{files: [...]}` (field `files`).",
+        "anyOf": [{"$ref": "#/components/schemas/File"}, {
+            "type": "object", "required": ["files"], "additionalProperties": False,
+            "properties": {"files": {"type": "array", "items": {"$ref": "#/components/schemas/File"}}}}]})
+
+
+DOWNLOAD_DOC = {
+    "parameters": [
+        {"in": "header", "name": "Range", "required": False, "schema": {"type": "string"},
+         "description": "One byte range, e.g. `bytes=0-1023` (206)."},
+        {"in": "header", "name": "If-None-Match", "required": False, "schema": {"type": "string"},
+         "description": "304 when it matches the ETag (the content's SHA-256)."},
+    ],
+    "responses": {
+        "200": {"description": "The bytes, typed as sniffed at upload.",
+                "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+        "206": {"description": "The requested range of the bytes.",
+                "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+        "302": {"description": "With S3 storage: a presigned URL of the bytes (`Location`)."},
+        "304": {"description": "Not modified (`If-None-Match` matched)."},
+    },
+}
 
 
 UPLOAD_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
@@ -49,7 +72,9 @@ UPLOAD_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data
 @requires("write")
 @limited("upload")
 @blp.doc(summary="Upload one file (`file`) or several (`files`)", **UPLOAD_DOC)
-@blp.response(201, envelope(FileSchema, "UploadedFile"))
+@blp.response(201, UploadedSchema)
+@blp.doc(**links(201, "/api/v1/files/{file_id}", ("get", "delete"), file_id="$response.body#/data/id"))
+@blp.doc(**links(201, "/api/v1/files/{file_id}/content", ("get",), file_id="$response.body#/data/id"))
 @blp.alt_response(400, schema=ErrorSchema)
 @blp.alt_response(413, schema=ErrorSchema)
 @blp.alt_response(415, schema=ErrorSchema)
@@ -90,7 +115,7 @@ class Files(MethodView):
         {"in": "query", "name": "page", "schema": {"type": "integer", "minimum": 1}},
         {"in": "query", "name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
     ])
-    @blp.response(200, envelope(FileListSchema, "FileList"))
+    @blp.response(200, list_of(FileSchema, "FileList"))
     @blp.alt_response(400, schema=ErrorSchema)
     def get(self):
         page, limit, task_id = _list_args()
@@ -139,10 +164,9 @@ class FileItem(MethodView):
 
 @blp.route("/files/<string:file_id>/content", methods=["GET"])
 @requires("read")
-@blp.doc(summary="Download a file's bytes (Range requests supported)", responses={
-    "200": {"description": "The bytes."}, "206": {"description": "Part of the bytes."},
-    "416": {"description": "Range not satisfiable."}})
+@blp.doc(summary="Download a file's bytes (Range requests supported)", **DOWNLOAD_DOC)
 @blp.alt_response(404, schema=ErrorSchema)
+@blp.alt_response(416, schema=ErrorSchema)
 def file_content(file_id):
     row = files.get(current_account_id(), file_id)
     storage = get_storage(config.current())

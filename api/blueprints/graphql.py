@@ -7,8 +7,11 @@ GraphiQL's scripts and styles come from the `graphene-django-graphiql-static` wh
 from importlib.resources import files
 
 from flask import Blueprint, Response, current_app, g, send_from_directory
+from flask_smorest import Blueprint as DocumentedBlueprint
+from marshmallow import Schema, fields
 
 from api.auth import any_scope, public
+from api.docs import ERROR_REF
 from api.errors import APIError
 from api.graphql import execution
 from api.graphql.resolvers import Context
@@ -17,11 +20,51 @@ from api.http import json_body
 PAGE = files("api") / "static" / "graphiql.html"
 ASSETS = files("graphene_django_graphiql_static") / "static" / "graphene_django_graphiql_static"
 
-blp = Blueprint("graphql", __name__, url_prefix="/api/v1/graphql")
+blp = DocumentedBlueprint("graphql", __name__, url_prefix="/api/v1/graphql",
+                          description="GraphQL over the same records, rules and events as REST.")
+assets_blp = Blueprint("graphql-assets", __name__, url_prefix="/api/v1/graphql")
 
 
-@blp.post("")
+class GraphQLRequestSchema(Schema):
+    query = fields.String(required=True)
+    variables = fields.Dict(allow_none=True)
+    operationName = fields.String(allow_none=True)
+
+
+class GraphQLErrorSchema(Schema):
+    message = fields.String(required=True)
+    locations = fields.List(fields.Dict())
+    path = fields.List(fields.Raw())
+    extensions = fields.Dict(metadata={"description": "`code`, and `details` for validation errors."})
+
+
+class GraphQLResponseSchema(Schema):
+    data = fields.Dict(allow_none=True, required=True)
+    errors = fields.List(fields.Nested(GraphQLErrorSchema))
+
+
+class GraphQLErrorsSchema(Schema):
+    errors = fields.List(fields.Nested(GraphQLErrorSchema), required=True)
+
+
+_REFUSED = {"anyOf": [GraphQLErrorsSchema, ERROR_REF]}
+
+
+@blp.route("", methods=["POST"])
 @any_scope
+@blp.doc(summary="Run a GraphQL query or mutation", requestBody={
+    "required": True, "content": {"application/json": {"schema": GraphQLRequestSchema, "example": {
+        "query": "query($s: String) { tasks(limit: 5, filter: {status: $s}) { totalCount "
+                 "edges { node { id title assignee { name } } } } }",
+        "variables": {"s": "todo"}}}}}, responses={
+    "400": {"description": "Not a GraphQL request, a syntax error (`BAD_REQUEST`), or a query "
+                           "invalid for the schema or over the depth or cost limits "
+                           "(`VALIDATION_FAILED`).",
+            "content": {"application/json": {"schema": _REFUSED}}},
+    "413": {"description": "The query is over `GRAPHQL_MAX_QUERY_BYTES`, or the body over "
+                           "`MAX_CONTENT_LENGTH`.",
+            "content": {"application/json": {"schema": _REFUSED}}}})
+@blp.response(200, GraphQLResponseSchema)
 def run_query():
     """Run one GraphQL request; queries need `read`, mutations `write` (checked per operation)."""
     try:
@@ -36,8 +79,10 @@ def run_query():
     return response
 
 
-@blp.get("")
+@blp.route("", methods=["GET"])
 @public
+@blp.doc(security=[], summary="GraphiQL, the in-browser GraphQL IDE", responses={
+    "200": {"description": "The GraphiQL page.", "content": {"text/html": {"schema": {"type": "string"}}}}})
 def graphiql():
     """The GraphiQL page."""
     response = Response(PAGE.read_bytes(), mimetype="text/html")
@@ -48,7 +93,7 @@ def graphiql():
     return response
 
 
-@blp.get("/assets/<path:filename>")
+@assets_blp.get("/assets/<path:filename>")
 @public
 def asset(filename):
     """GraphiQL's scripts and styles."""

@@ -2,17 +2,29 @@
 
 from flask import jsonify
 from flask_smorest import Blueprint
+from marshmallow import Schema, fields
 
 from api import redis_conn
 from api.auth import public
+from api.docs import ErrorSchema, envelope
 from api.store import db
 
 blp = Blueprint("health", __name__, description="Liveness and readiness.")
 
 
+class LiveSchema(Schema):
+    status = fields.String(required=True, metadata={"enum": ["ok"]})
+
+
+class ReadySchema(Schema):
+    database = fields.String(required=True, metadata={"example": "ok"})
+    redis = fields.String(required=True, metadata={"example": "ok"})
+
+
 @blp.route("/healthz")
 @public
 @blp.doc(security=[])
+@blp.response(200, envelope(LiveSchema, "Live"))
 def healthz():
     return jsonify({"success": True, "data": {"status": "ok"}})
 
@@ -36,6 +48,9 @@ def _check_redis() -> str:
 @blp.route("/readyz")
 @public
 @blp.doc(security=[])
+@blp.response(200, envelope(ReadySchema, "Ready"))
+@blp.alt_response(503, schema=ErrorSchema, description="`SERVICE_UNAVAILABLE`: `details` names "
+                  "what is down, e.g. `{\"database\": \"ok\", \"redis\": \"down: ConnectionError\"}`.")
 def readyz():
     checks = {"database": _check_database(), "redis": _check_redis()}
     down = [name for name, state in checks.items() if state != "ok"]

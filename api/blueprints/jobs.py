@@ -11,7 +11,7 @@ from werkzeug.datastructures import MultiDict
 from api import config, uploads
 from api.auth import current_account_id, requires
 from api.blueprints.files import content_disposition
-from api.docs import ErrorSchema, envelope
+from api.docs import ErrorSchema, entity_path_parameter, envelope, links, list_of
 from api.entities import BY_PATH
 from api.errors import APIError, NotFound, ValidationFailed, flatten_messages
 from api.http import json_body, success
@@ -48,6 +48,17 @@ class JobSchema(Schema):
     finishedAt = fields.String(allow_none=True)
 
 
+JOB_LINKS = [links(202, "/api/v1/jobs/{job_id}", ("get",), job_id="$response.body#/data/id"),
+             links(202, "/api/v1/jobs/{job_id}/cancel", ("post",), job_id="$response.body#/data/id"),
+             links(202, "/api/v1/jobs/{job_id}/result", ("get",), job_id="$response.body#/data/id")]
+
+
+def _job_links(view):
+    for doc in JOB_LINKS:
+        view = blp.doc(**doc)(view)
+    return view
+
+
 def _entity(entity_path: str):
     entity = BY_PATH.get(entity_path)
     if entity is None:
@@ -63,9 +74,11 @@ def _accepted(row: Job):
 @blp.route("/export/<string:entity_path>", methods=["POST"])
 @requires("write")
 @limited("export")
-@blp.doc(summary="Export an entity's rows (CSV or JSONL) in the background", requestBody={
+@blp.doc(summary="Export an entity's rows (CSV or JSONL) in the background",
+         parameters=[entity_path_parameter()], requestBody={
     "required": True, "content": {"application/json": {"schema": ExportBodySchema}}})
 @blp.response(202, envelope(JobSchema, "ExportAccepted"))
+@_job_links
 @blp.alt_response(400, schema=ErrorSchema)
 def start_export(entity_path):
     entity = _entity(entity_path)
@@ -89,11 +102,13 @@ def start_export(entity_path):
 @blp.route("/import/<string:entity_path>/file", methods=["POST"])
 @requires("write")
 @limited("upload")
-@blp.doc(summary="Import a CSV or JSONL file in the background", requestBody={
+@blp.doc(summary="Import a CSV or JSONL file in the background",
+         parameters=[entity_path_parameter()], requestBody={
     "required": True, "content": {"multipart/form-data": {"schema": {
         "type": "object", "properties": {"file": {"type": "string", "format": "binary"},
                                          "format": {"type": "string", "enum": ["csv", "jsonl"]}}}}}})
 @blp.response(202, envelope(JobSchema, "ImportAccepted"))
+@_job_links
 @blp.alt_response(400, schema=ErrorSchema)
 @blp.alt_response(413, schema=ErrorSchema)
 def start_import(entity_path):
@@ -128,7 +143,7 @@ class Jobs(MethodView):
         {"in": "query", "name": "page", "schema": {"type": "integer", "minimum": 1}},
         {"in": "query", "name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
     ])
-    @blp.response(200, envelope(JobSchema, "JobList"))
+    @blp.response(200, list_of(JobSchema, "JobList"))
     @blp.alt_response(400, schema=ErrorSchema)
     def get(self):
         args = request.args
@@ -178,8 +193,21 @@ def cancel_job(job_id):
 
 @blp.route("/jobs/<string:job_id>/result", methods=["GET"])
 @requires("read")
-@blp.doc(summary="Download an export's file (Range requests supported)")
+@blp.doc(summary="Download an export's file (Range requests supported)", parameters=[
+    {"in": "header", "name": "Range", "required": False, "schema": {"type": "string"},
+     "description": "One byte range, e.g. `bytes=0-1023` (206)."},
+], responses={
+    "200": {"description": "The export: CSV or JSON lines.", "content": {
+        "text/csv": {"schema": {"type": "string"}},
+        "application/x-ndjson": {"schema": {"type": "string"}}}},
+    "206": {"description": "The requested range of the file.", "content": {
+        "text/csv": {"schema": {"type": "string"}},
+        "application/x-ndjson": {"schema": {"type": "string"}}}},
+    "304": {"description": "Not modified (`If-None-Match` matched)."},
+})
 @blp.alt_response(404, schema=ErrorSchema)
+@blp.alt_response(410, schema=ErrorSchema, description="The export's file has expired (`JOB_RESULT_TTL`).")
+@blp.alt_response(416, schema=ErrorSchema)
 def job_result(job_id):
     row = jobs.get(current_account_id(), job_id)
     if row.type != "export" or row.status != "succeeded":

@@ -12,7 +12,17 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from api.auth import current_account_id, requires
-from api.docs import ErrorSchema, envelope, list_envelope, list_parameters, shape_parameters
+from api.docs import (
+    ErrorSchema,
+    envelope,
+    input_schema,
+    links,
+    list_envelope,
+    list_parameters,
+    record_schema,
+    shape_parameters,
+)
+from api.entities import ENTITIES
 from api.entities.base import Entity
 from api.http import json_body, no_content, success
 from api.query import ListQuery, parse_list_args, parse_shape
@@ -51,9 +61,18 @@ def make_blueprint(entity: Entity) -> Blueprint:
     title = entity.title
     blp = Blueprint(entity.path, __name__, url_prefix=f"{BASE}/{entity.path}",
                     description=f"{title} records.")
-    one = envelope(entity.schema, title)
+    one = envelope(record_schema(entity), title)
     body_doc = {"requestBody": {"required": True,
-                                "content": {"application/json": {"schema": entity.schema}}}}
+                                "content": {"application/json": {"schema": input_schema(entity)}}}}
+    patch_doc = {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": input_schema(entity, partial=True)}}}}
+    if_match = {"in": "header", "name": "If-Match", "required": False, "schema": {"type": "string"},
+                "description": "Write only if the record's ETag is this one (else 412)."}
+    item_path = f"{BASE}/{entity.path}/{{record_id}}"
+    item_methods = ("get", "patch", "put", "delete")
+    if_none_match = {"in": "header", "name": "If-None-Match", "required": False,
+                     "schema": {"type": "string"},
+                     "description": "Answer 304 if the record's ETag is this one."}
 
     def record_response(row, status: int = 200, fields=None, expand=()):
         data = service.serialize(current_account_id(), [row], fields, expand)[0]
@@ -61,6 +80,21 @@ def make_blueprint(entity: Entity) -> Blueprint:
         if status == 201:
             headers["Location"] = f"{BASE}/{entity.path}/{row.id}"
         return success(data, status, headers=headers)
+
+    def reference_links(view):
+        """A new record can be referenced at once: `POST /tasks` links to `POST /comments` with its
+        `taskId` (merged into the body), for every relation that points at this entity."""
+        for other in ENTITIES.values():
+            for relation in other.relations:
+                if relation.target != entity.name:
+                    continue
+                json_name = next(f.data_key or n for n, f in other.schema._declared_fields.items()
+                                 if (f.attribute or n) == relation.attribute)
+                link = {"operationRef": "#/paths/" + f"{BASE}/{other.path}".replace("/", "~1") + "/post",
+                        "requestBody": {json_name: "$response.body#/data/id"}}
+                name = f"create{other.title}With{relation.name.title()}"
+                view = blp.doc(responses={201: {"links": {name: link}}})(view)
+        return view
 
     @blp.route("")
     class Collection(MethodView):
@@ -77,6 +111,8 @@ def make_blueprint(entity: Entity) -> Blueprint:
 
         @requires("write")
         @blp.doc(summary=f"Create a {entity.name}", **body_doc)
+        @blp.doc(**links(201, item_path, item_methods, record_id="$response.body#/data/id"))
+        @reference_links
         @blp.response(201, one)
         @blp.alt_response(400, schema=ErrorSchema)
         @blp.alt_response(409, schema=ErrorSchema)
@@ -87,7 +123,7 @@ def make_blueprint(entity: Entity) -> Blueprint:
     @blp.route("/<string:record_id>")
     class Item(MethodView):
         @requires("read")
-        @blp.doc(parameters=shape_parameters(entity), summary=f"Get a {entity.name}")
+        @blp.doc(parameters=[*shape_parameters(entity), if_none_match], summary=f"Get a {entity.name}")
         @blp.response(200, one)
         @blp.alt_response(304, description="Not modified (If-None-Match matched).")
         @blp.alt_response(404, schema=ErrorSchema)
@@ -100,9 +136,10 @@ def make_blueprint(entity: Entity) -> Blueprint:
             return record_response(row, fields=fields, expand=expand)
 
         @requires("write")
-        @blp.doc(summary=f"Update some fields of a {entity.name}", **body_doc)
+        @blp.doc(summary=f"Update some fields of a {entity.name}", parameters=[if_match], **patch_doc)
         @blp.response(200, one)
         @blp.alt_response(404, schema=ErrorSchema)
+        @blp.alt_response(409, schema=ErrorSchema)
         @blp.alt_response(412, schema=ErrorSchema)
         def patch(self, record_id):
             payload = json_body()
@@ -111,9 +148,10 @@ def make_blueprint(entity: Entity) -> Blueprint:
             return record_response(row)
 
         @requires("write")
-        @blp.doc(summary=f"Replace a {entity.name}", **body_doc)
+        @blp.doc(summary=f"Replace a {entity.name}", parameters=[if_match], **body_doc)
         @blp.response(200, one)
         @blp.alt_response(404, schema=ErrorSchema)
+        @blp.alt_response(409, schema=ErrorSchema)
         @blp.alt_response(412, schema=ErrorSchema)
         def put(self, record_id):
             payload = json_body()
@@ -122,7 +160,7 @@ def make_blueprint(entity: Entity) -> Blueprint:
             return record_response(row)
 
         @requires("write")
-        @blp.doc(summary=f"Delete a {entity.name}")
+        @blp.doc(summary=f"Delete a {entity.name}", parameters=[if_match])
         @blp.response(204)
         @blp.alt_response(404, schema=ErrorSchema)
         @blp.alt_response(412, schema=ErrorSchema)

@@ -14,6 +14,7 @@ from flask_smorest import Blueprint
 
 from api import config
 from api.auth import current_account_id, public, requires
+from api.docs import ErrorSchema
 from api.errors import APIError
 from api.rate_limit import limited
 from api.services import files, tus
@@ -23,6 +24,24 @@ blp = Blueprint("tus", __name__, url_prefix="/api/v1/uploads/tus",
 
 VERSION = "1.0.0"
 EXTENSIONS = "creation,termination,checksum,expiration"
+
+
+def _header(name: str, description: str, schema: dict | None = None, required: bool = False) -> dict:
+    return {"in": "header", "name": name, "required": required, "description": description,
+            "schema": schema or {"type": "string"}}
+
+
+TUS_RESUMABLE = _header("Tus-Resumable", "The protocol version (else 412).",
+                        {"type": "string", "enum": [VERSION]}, required=True)
+UPLOAD_LENGTH = _header("Upload-Length", "The upload's size in bytes.", required=True)
+UPLOAD_METADATA = _header("Upload-Metadata", "Comma-separated `key base64(value)` pairs "
+                          "(`filename`, `taskId`).")
+UPLOAD_OFFSET = _header("Upload-Offset", "Where these bytes go: the current offset (else 409).",
+                        required=True)
+UPLOAD_CHECKSUM = _header("Upload-Checksum", "`sha1 <base64>` or `sha256 <base64>` of these bytes "
+                          "(460 when they do not match).")
+STATE_HEADERS = {name: {"schema": {"type": "string"}} for name in
+                 ("Upload-Offset", "Upload-Length", "Upload-Expires", "Tus-Resumable")}
 
 
 @blp.after_request
@@ -51,7 +70,8 @@ def _state_headers(row) -> dict:
 @blp.route("")
 class Uploads(MethodView):
     @public
-    @blp.doc(security=[], summary="tus discovery")
+    @blp.doc(security=[], summary="tus discovery", responses={"204": {
+        "description": "Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm headers."}})
     def options(self):
         return Response(status=204, headers={
             "Tus-Version": VERSION, "Tus-Extension": EXTENSIONS,
@@ -60,7 +80,13 @@ class Uploads(MethodView):
 
     @requires("write")
     @limited("upload")
-    @blp.doc(summary="Create an upload (Upload-Length, Upload-Metadata)")
+    @blp.doc(summary="Create an upload (Upload-Length, Upload-Metadata)",
+             parameters=[TUS_RESUMABLE, UPLOAD_LENGTH, UPLOAD_METADATA],
+             responses={"201": {"description": "Created; `Location` names the upload.",
+                                "headers": STATE_HEADERS}})
+    @blp.alt_response(400, schema=ErrorSchema)
+    @blp.alt_response(412, schema=ErrorSchema)
+    @blp.alt_response(413, schema=ErrorSchema)
     def post(self):
         row = tus.create(current_account_id(), request.headers.get("Upload-Length"),
                          request.headers.get("Upload-Metadata"))
@@ -72,12 +98,29 @@ class Uploads(MethodView):
 @blp.route("/<string:upload_id>")
 class Upload(MethodView):
     @requires("write")
-    @blp.doc(summary="Where an upload stands (Upload-Offset)")
+    @blp.doc(summary="Where an upload stands (Upload-Offset)", parameters=[TUS_RESUMABLE],
+             responses={"200": {"description": "No body; the state is in the headers.",
+                                "headers": STATE_HEADERS},
+                        "404": {"description": "No such upload."},
+                        "410": {"description": "The upload has expired."},
+                        "412": {"description": "Wrong or missing Tus-Resumable."}})
     def head(self, upload_id):
         return Response(status=200, headers=_state_headers(tus.get(current_account_id(), upload_id)))
 
     @requires("write")
-    @blp.doc(summary="Append bytes at Upload-Offset (application/offset+octet-stream)")
+    @blp.doc(summary="Append bytes at Upload-Offset (application/offset+octet-stream)",
+             parameters=[TUS_RESUMABLE, UPLOAD_OFFSET, UPLOAD_CHECKSUM],
+             requestBody={"required": True, "content": {"application/offset+octet-stream": {
+                 "schema": {"type": "string", "format": "binary"}}}},
+             responses={"204": {"description": "Appended; the new `Upload-Offset` (and, once "
+                                               "complete, `Quiver-File-Id`) in the headers.",
+                                "headers": STATE_HEADERS},
+                        "460": {"description": "`CHECKSUM_MISMATCH`: Upload-Checksum does not match.",
+                                "content": {"application/json": {"schema": ErrorSchema}}}})
+    @blp.alt_response(409, schema=ErrorSchema)
+    @blp.alt_response(410, schema=ErrorSchema)
+    @blp.alt_response(412, schema=ErrorSchema)
+    @blp.alt_response(415, schema=ErrorSchema)
     def patch(self, upload_id):
         if request.mimetype != "application/offset+octet-stream":
             raise APIError(415, "UNSUPPORTED_MEDIA_TYPE",
@@ -88,7 +131,9 @@ class Upload(MethodView):
         return Response(status=204, headers=_state_headers(row))
 
     @requires("write")
-    @blp.doc(summary="Terminate an upload")
+    @blp.doc(summary="Terminate an upload", parameters=[TUS_RESUMABLE],
+             responses={"204": {"description": "Terminated."}})
+    @blp.alt_response(412, schema=ErrorSchema)
     def delete(self, upload_id):
         tus.terminate(current_account_id(), upload_id)
         return Response(status=204)

@@ -5,10 +5,11 @@ import re
 from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
 from api.auth import current_account_id, requires
-from api.docs import ErrorSchema, envelope
+from api.blueprints.events import EventSchema
+from api.docs import ErrorSchema, envelope, links, list_of
 from api.errors import ValidationFailed
 from api.http import json_body, no_content, success
 from api.query import MAX_LIMIT
@@ -21,6 +22,30 @@ blp = Blueprint("webhooks", __name__, url_prefix="/api/v1/webhooks",
 
 class TestSentSchema(Schema):
     eventId = fields.String()
+    event = fields.Nested(EventSchema)
+
+
+def _input_fields() -> dict:
+    """The documented shape of `url` and `events` (the service checks them in `webhooks._load`)."""
+    return {
+        "url": fields.String(required=True, validate=validate.Length(1, 2048), metadata={
+            "format": "uri", "pattern": "^https?://",
+            "description": "http(s); private, loopback and link-local hosts are refused unless "
+                           "WEBHOOK_ALLOW_PRIVATE=true."}),
+        "events": fields.List(fields.String(validate=validate.OneOf([*events.event_types(), "*"])),
+                              required=True, validate=validate.Length(1, 100),
+                              metadata={"uniqueItems": True}),
+    }
+
+
+WebhookInputSchema = type("WebhookInputSchema", (WebhookSchema,), _input_fields())
+# `PATCH` takes any of the fields (the secret changes only by rotation).
+WebhookPatchSchema = type("WebhookPatchSchema", (WebhookSchema,), _input_fields())
+
+
+ITEM = "/api/v1/webhooks/{webhook_id}"
+NEW_ID = {"webhook_id": "$response.body#/data/id"}
+SAME_ID = {"webhook_id": "$request.path.webhook_id"}
 
 
 def _body_doc(schema):
@@ -35,13 +60,17 @@ def _deliveries(rows) -> list[dict]:
 @blp.route("")
 class Webhooks(MethodView):
     @requires("admin")
-    @blp.response(200, envelope(WebhookSchema, "WebhookList"))
+    @blp.response(200, list_of(WebhookSchema, "WebhookList"))
     def get(self):
         return success([webhooks.serialize(w) for w in webhooks.list_for(current_account_id())])
 
     @requires("admin")
-    @blp.doc(**_body_doc(WebhookSchema))
+    @blp.doc(**_body_doc(WebhookInputSchema))
     @blp.response(201, envelope(WebhookWithSecretSchema, "CreatedWebhook"))
+    @blp.doc(**links(201, ITEM, ("get", "patch", "delete"), **NEW_ID))
+    @blp.doc(**links(201, f"{ITEM}/test", ("post",), **NEW_ID))
+    @blp.doc(**links(201, f"{ITEM}/rotate-secret", ("post",), **NEW_ID))
+    @blp.doc(**links(201, f"{ITEM}/deliveries", ("get",), **NEW_ID))
     @blp.alt_response(400, schema=ErrorSchema)
     def post(self):
         row = webhooks.create(current_account_id(), json_body())
@@ -58,7 +87,7 @@ class WebhookItem(MethodView):
         return success(webhooks.serialize(webhooks.get(current_account_id(), webhook_id)))
 
     @requires("admin")
-    @blp.doc(**_body_doc(WebhookSchema))
+    @blp.doc(**_body_doc(WebhookPatchSchema(partial=True)))
     @blp.response(200, envelope(WebhookSchema, "UpdatedWebhook"))
     @blp.alt_response(400, schema=ErrorSchema)
     @blp.alt_response(404, schema=ErrorSchema)
@@ -77,6 +106,7 @@ class WebhookItem(MethodView):
 @blp.route("/<string:webhook_id>/test", methods=["POST"])
 @requires("admin")
 @blp.response(202, envelope(TestSentSchema, "WebhookTestSent"))
+@blp.doc(**links(202, f"{ITEM}/deliveries", ("get",), **SAME_ID))
 @blp.alt_response(404, schema=ErrorSchema)
 def send_test(webhook_id):
     event = webhooks.send_test(current_account_id(), webhook_id)
@@ -96,11 +126,15 @@ def rotate_secret(webhook_id):
 @requires("admin")
 @blp.doc(parameters=[
     {"in": "query", "name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
-    {"in": "query", "name": "cursor", "schema": {"type": "string"}},
+    {"in": "query", "name": "cursor", "schema": {"type": "string", "pattern": "^whd_[0-9A-Za-z]{1,40}$"},
+     "description": "`meta.nextCursor` of the previous page."},
     {"in": "query", "name": "status", "schema": {"type": "string",
                                                  "enum": ["pending", "succeeded", "failed"]}},
 ])
-@blp.response(200, envelope(DeliverySchema, "DeliveryList"))
+@blp.response(200, list_of(DeliverySchema, "DeliveryList"))
+@blp.doc(**links(200, f"{ITEM}/deliveries/{{delivery_id}}/redeliver", ("post",), **SAME_ID,
+                 delivery_id="$response.body#/data/0/id"))
+@blp.alt_response(400, schema=ErrorSchema)
 @blp.alt_response(404, schema=ErrorSchema)
 def list_deliveries(webhook_id):
     errors = {k: ["Unknown query parameter."] for k in request.args

@@ -5,7 +5,7 @@ Optional filters: `from` and `to` (RFC 3339, on `createdAt`) and `projectId`.
 
 from flask import request
 from marshmallow import Schema, fields
-from peewee import SQL, fn
+from peewee import SQL, NodeList, fn
 
 from api.auth import current_account_id
 from api.custom import endpoint
@@ -43,7 +43,7 @@ PARAMETERS = [
 
 def _seconds_between(start, end):
     if is_postgres():
-        return fn.EXTRACT(SQL("EPOCH FROM"), end - start)
+        return fn.EXTRACT(NodeList((SQL("EPOCH FROM"), end - start)))
     return (fn.julianday(end) - fn.julianday(start)) * 86400.0
 
 

@@ -24,8 +24,8 @@ class ApiKeySchema(Schema):
                      validate=validate.Length(max=200),
                      metadata={"example": "100/minute;2000/hour"})
     createdAt = Timestamp(attribute="created_at", dump_only=True)
-    lastUsedAt = Timestamp(attribute="last_used_at", dump_only=True)
-    revokedAt = Timestamp(attribute="revoked_at", dump_only=True)
+    lastUsedAt = Timestamp(attribute="last_used_at", dump_only=True, allow_none=True)
+    revokedAt = Timestamp(attribute="revoked_at", dump_only=True, allow_none=True)
 
     @validates("scopes")
     def _unique_scopes(self, value, **kwargs):

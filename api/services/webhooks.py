@@ -27,7 +27,7 @@ class WebhookSchema(Schema):
     description = Text(allow_none=True, load_default=None, validate=validate.Length(max=1000))
     secret = Text(load_only=True, validate=validate.Length(16, 200))
     active = fields.Boolean(truthy={True}, falsy={False})
-    disabledReason = fields.String(attribute="disabled_reason", dump_only=True)
+    disabledReason = fields.String(attribute="disabled_reason", dump_only=True, allow_none=True)
     createdAt = Timestamp(attribute="created_at", dump_only=True)
     updatedAt = Timestamp(attribute="updated_at", dump_only=True)
 
