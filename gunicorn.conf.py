@@ -1,7 +1,7 @@
 """gunicorn settings, all from environment variables.
 
 `gthread` workers: each process serves `WEB_THREADS` requests at once (default
-128), so slow clients and open event streams (one thread each, capped at
+192), so slow clients and open event streams (one thread each, capped at
 `SSE_MAX_STREAMS` per process) never starve ordinary requests.
 """
 
@@ -15,7 +15,7 @@ server_errors.install()  # gunicorn's own 400/414/431 refusals in the JSON error
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("WEB_THREADS", "128"))
+threads = int(os.environ.get("WEB_THREADS", "192"))
 worker_class = "gthread"
 timeout = int(os.environ.get("WEB_TIMEOUT", "60"))
 graceful_timeout = int(os.environ.get("WEB_GRACEFUL_TIMEOUT", "20"))

@@ -117,7 +117,7 @@ class Settings:
             job_stale_after=parse_duration(env.get("JOB_STALE_AFTER", "2m")),
             job_max_attempts=int(env.get("JOB_MAX_ATTEMPTS", "3")),
             sse_max_streams=int(env.get("SSE_MAX_STREAMS", "0")) or max(
-                1, int(env.get("WEB_THREADS", "128")) - 16),
+                1, int(env.get("WEB_THREADS", "192")) - 16),
             graphql_max_depth=int(env.get("GRAPHQL_MAX_DEPTH", "8")),
             graphql_max_cost=int(env.get("GRAPHQL_MAX_COST", "10000")),
             graphql_max_query_bytes=int(env.get("GRAPHQL_MAX_QUERY_BYTES", "32768")),

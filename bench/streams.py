@@ -94,7 +94,7 @@ def run(line, backend: str, env: dict, key: str) -> None:
         reader = StreamReader(port, key, STREAMS)
         wait_for(lambda: reader.connected >= STREAMS, timeout=60, message="streams to connect")
         after = sum(_rss_kb(p) for p in workers)
-        line(backend, f"SSE: {reader.connected} streams held on 2 workers x 128 threads; "
+        line(backend, f"SSE: {reader.connected} streams held on 2 workers x 192 threads; "
                       f"{(after - before) / STREAMS:.0f} KiB RSS per stream")
 
         for i in range(EVENTS):
