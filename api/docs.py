@@ -1,8 +1,8 @@
 """OpenAPI building blocks shared by the blueprints: envelopes, errors, list parameters.
 
 `CommonErrorsPlugin` documents the error responses every operation can give,
-derived from the same declarations that enforce them (`@requires`, `@limited`,
-path parameters, request bodies), so the document cannot drift from the code.
+derived from the same declarations that enforce them (`@requires`, path
+parameters, request bodies), so the document cannot drift from the code.
 """
 
 from functools import cache

@@ -6,7 +6,9 @@ response is stored and kept 24 hours. The same key with the same request
 replays that response with `Idempotent-Replayed: true` and writes nothing; with
 a different request it is a 422 `IDEMPOTENCY_KEY_REUSED`; while the first is
 still running, a 409 `IDEMPOTENCY_IN_PROGRESS`. Responses with a 5xx status are
-not kept, so the request can be retried with the same key.
+not kept, so the request can be retried with the same key. Routes that show a
+secret once (new API keys, webhook secrets) refuse the header: keeping their
+response would keep the secret in the database.
 
 A request is identified by method, path, query string and body (JSON bodies
 compared after parsing, so key order and whitespace do not matter). Bodies that
@@ -22,6 +24,7 @@ from datetime import timedelta
 import peewee
 from flask import Response, g, request
 
+from api.auth import view_for_request
 from api.errors import APIError, ValidationFailed
 from api.models import IdempotencyRecord
 from api.store import db
@@ -32,6 +35,12 @@ TTL = timedelta(hours=24)
 METHODS = ("POST", "PATCH")
 REPLAYED_HEADERS = ("Location", "ETag", "Content-Type", "Link")
 _VALID_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def reveals_secret(view):
+    """Mark a route whose response holds a secret shown once (it refuses Idempotency-Key)."""
+    view.reveals_secret = True
+    return view
 
 
 def fingerprint() -> str:
@@ -95,6 +104,11 @@ def init_app(app) -> None:
             return None
         if not _VALID_KEY.match(key):
             raise ValidationFailed({HEADER: ["Must be 1 to 255 visible ASCII characters."]})
+        view = view_for_request()
+        if getattr(view, "reveals_secret", False):
+            raise ValidationFailed({HEADER: [
+                "Not accepted here: this route shows a secret once, and a stored response "
+                "would keep that secret in the database."]})
         print_ = fingerprint()
         existing = _claim(g.account_id, key, print_)
         if existing is None:

@@ -16,6 +16,8 @@ tests/test_tus.py, and the stream's in tests/test_streams.py.
 import os
 import re
 
+import requests
+
 from tests import conformance
 
 MAX_EXAMPLES = os.environ.get("CONFORMANCE_MAX_EXAMPLES", "5")
@@ -44,3 +46,17 @@ def test_every_operation_conforms_to_the_openapi_document(tmp_path):
     assert selected == total == tested >= 70, output[-3000:]
     assert cases >= 2 * tested, output[-3000:]
     assert "Errored" not in output and "failed" not in output.split("SUMMARY")[-1], output[-3000:]
+
+
+def test_gunicorns_own_refusals_use_the_error_envelope(live_server):
+    """A request line or header over gunicorn's limits never reaches the app: still JSON."""
+    long_line = requests.get(f"{live_server}/api/v1/tasks?q={'a' * 5000}", timeout=10)
+    big_header = requests.get(f"{live_server}/api/v1/tasks", headers={"X-Big": "a" * 9000},
+                              timeout=10)
+    for response, status, code in ((long_line, 414, "URI_TOO_LONG"),
+                                   (big_header, 431, "HEADERS_TOO_LARGE")):
+        assert response.status_code == status
+        assert response.headers["Content-Type"] == "application/json; charset=utf-8"
+        assert response.headers["X-Request-ID"]
+        body = response.json()
+        assert body["success"] is False and body["code"] == code and body["error"]

@@ -294,14 +294,22 @@ def test_bulk_update_and_delete_with_keys(api):
     assert len(events_of(api, "task.deleted")) == 3
 
 
-def test_api_key_creation_with_a_key_shows_the_same_secret_once(api, account):
+@pytest.mark.parametrize("path", ["/api-keys", "/webhooks", "/webhooks/{id}/rotate-secret"])
+def test_routes_that_show_a_secret_refuse_idempotency_keys(api, path):
+    """A stored response would keep the secret (a new key, a webhook secret) in the database."""
+    inactive = {"url": "http://93.184.216.34/hook", "events": ["*"], "active": False}
+    hook = api.post("/webhooks", json=inactive).get_json()["data"]
+    body = {"name": "ci", "scopes": ["read"]} if path == "/api-keys" else (
+        inactive if path == "/webhooks" else None)
     key = new_key()
-    first = api.post("/api-keys", json={"name": "ci", "scopes": ["read"]}, headers=keyed(key))
-    assert first.status_code == 201
-    assert_replay_of(api.post("/api-keys", json={"name": "ci", "scopes": ["read"]}, headers=keyed(key)),
-                     first)
-    names = [k["name"] for k in api.get("/api-keys").get_json()["data"]]
-    assert names.count("ci") == 1
+    response = api.post(path.replace("{id}", hook["id"]), json=body, headers=keyed(key))
+    assert response.status_code == 400
+    assert "Idempotency-Key" in response.get_json()["details"]
+    with api.client.application.app_context():
+        assert not IdempotencyRecord.select().where(IdempotencyRecord.key == key).exists()
+    assert "ci" not in [k["name"] for k in api.get("/api-keys").get_json()["data"]]
+    assert len(api.get("/webhooks").get_json()["data"]) == 1
+    assert api.delete(f"/webhooks/{hook['id']}").status_code == 204
 
 
 # --- in progress ------------------------------------------------------------------------------------

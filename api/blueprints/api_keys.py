@@ -6,6 +6,7 @@ from flask_smorest import Blueprint
 from api.auth import current_account_id, requires
 from api.docs import ErrorSchema, envelope, links, list_of
 from api.http import json_body, no_content, success
+from api.idempotency import reveals_secret
 from api.services import accounts
 from api.services.accounts import ApiKeySchema, CreatedApiKeySchema
 
@@ -21,6 +22,7 @@ class ApiKeys(MethodView):
         return success([accounts.serialize_key(k) for k in accounts.list_keys(current_account_id())])
 
     @requires("admin")
+    @reveals_secret
     @blp.doc(requestBody={"required": True,
                           "content": {"application/json": {"schema": ApiKeySchema}}})
     @blp.response(201, envelope(CreatedApiKeySchema, "CreatedApiKey"))

@@ -12,6 +12,7 @@ from api.blueprints.events import EventSchema
 from api.docs import ErrorSchema, envelope, links, list_of
 from api.errors import ValidationFailed
 from api.http import json_body, no_content, success
+from api.idempotency import reveals_secret
 from api.query import MAX_LIMIT
 from api.services import events, webhooks
 from api.services.webhooks import DeliverySchema, WebhookSchema, WebhookWithSecretSchema
@@ -65,6 +66,7 @@ class Webhooks(MethodView):
         return success([webhooks.serialize(w) for w in webhooks.list_for(current_account_id())])
 
     @requires("admin")
+    @reveals_secret
     @blp.doc(**_body_doc(WebhookInputSchema))
     @blp.response(201, envelope(WebhookWithSecretSchema, "CreatedWebhook"))
     @blp.doc(**links(201, ITEM, ("get", "patch", "delete"), **NEW_ID))
@@ -115,6 +117,7 @@ def send_test(webhook_id):
 
 @blp.route("/<string:webhook_id>/rotate-secret", methods=["POST"])
 @requires("admin")
+@reveals_secret
 @blp.response(200, envelope(WebhookWithSecretSchema, "RotatedWebhook"))
 @blp.alt_response(404, schema=ErrorSchema)
 def rotate_secret(webhook_id):
