@@ -11,7 +11,9 @@ For SQLite, and PostgreSQL when one answers (see tests/backends.py):
    and the same data through GraphQL (bench/graphql.py);
 6. webhook deliveries/s and commit-to-receipt latency with 1 and 2 workers (bench/webhooks.py);
 7. 200 open SSE streams: memory per stream, commit-to-arrival latency, CRUD latency (bench/streams.py);
-8. a 200 MB upload against `cp`, and the web process's memory during it (bench/uploads.py).
+8. a 200 MB upload against `cp`, and the web process's memory during it (bench/uploads.py);
+9. export of 100,000 tasks and import of a 100,000-row JSONL file in a worker process: rows/s and
+   peak RSS, against raw executemany (bench/jobs.py).
 The load generator is bench/load.py (threads with keep-alive connections).
 """
 
@@ -28,6 +30,7 @@ from pathlib import Path
 from api import create_app, migrate, store
 from api.services import accounts
 from bench import graphql as graphql_bench
+from bench import jobs as jobs_bench
 from bench import load, streams, uploads, webhooks
 from tests import backends
 from tests.procs import free_port, start_gunicorn, stop_process
@@ -154,6 +157,7 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str) -
         stop_process(baseline)
     with app.app_context():
         webhooks.run(line, name, app, key, env)
+    jobs_bench.run(line, name, app, account.id, env)
     streams.run(line, name, env, key)
     uploads.run(line, name, env, key, var_dir)
 
