@@ -271,7 +271,7 @@ class CommonErrorsPlugin(BasePlugin):
     - authenticated (`@requires`, `@any_scope`): 401, 429 (the key's own limit), 503, and 403
       unless any scope will do;
     - POST and PATCH (authenticated): 400, 409 and 422 from `Idempotency-Key`, which is
-      documented as a header parameter;
+      documented as a header parameter (only 400 on `@reveals_secret` routes, which refuse it);
     - a request body: 400 and 413; query or header parameters: 400; path parameters: 404.
 
     Route-specific errors (412, 415, 416, …) are declared on the route with `alt_response`.
@@ -301,8 +301,10 @@ class CommonErrorsPlugin(BasePlugin):
                 if scope != ANY_SCOPE:
                     statuses.add(403)
                 if method in ("post", "patch"):
-                    statuses |= {400, 409, 422}
-                    if not any(p.get("name") == IDEMPOTENCY_KEY["name"] for p in parameters):
+                    statuses.add(400)  # a malformed Idempotency-Key, or one the route refuses
+                    if not getattr(view, "reveals_secret", False) and not any(
+                            p.get("name") == IDEMPOTENCY_KEY["name"] for p in parameters):
+                        statuses |= {409, 422}
                         parameters.append(dict(IDEMPOTENCY_KEY))
             if "requestBody" in operation:
                 statuses |= {400, 413}

@@ -1251,17 +1251,11 @@ def test_polyglot_upload_is_served_as_its_sniffed_type_and_as_an_attachment(api)
 
 
 def test_secrets_are_sent_with_cache_control_no_store(api):
-    idempotency_key = secrets.token_hex(8)
-    created = api.post("/api-keys", json={"name": "cached?", "scopes": ["read"]},
-                       headers={"Idempotency-Key": idempotency_key})
+    created = api.post("/api-keys", json={"name": "cached?", "scopes": ["read"]})
     hook = api.post("/webhooks", json={"url": f"https://{PUBLIC_IP}/h", "events": ["webhook.test"]})
     hook_id = hook.get_json()["data"]["id"]
     rotated = api.post(f"/webhooks/{hook_id}/rotate-secret")
-    replayed = api.post("/api-keys", json={"name": "cached?", "scopes": ["read"]},
-                        headers={"Idempotency-Key": idempotency_key})
-    assert replayed.headers.get("Idempotent-Replayed") == "true"
-    for response, secret_field in [(created, "key"), (hook, "secret"), (rotated, "secret"),
-                                   (replayed, "key")]:
+    for response, secret_field in [(created, "key"), (hook, "secret"), (rotated, "secret")]:
         assert response.status_code in (200, 201)
         assert response.get_json()["data"][secret_field]
         assert "no-store" in response.headers["Cache-Control"]
