@@ -144,6 +144,26 @@ def _parse_filter(entity: Entity, key: str, values: list[str], errors: _Errors) 
     return Filter(spec, op, value)
 
 
+def page_args(args, allowed: tuple[str, ...] = ()) -> tuple[int, int, _Errors]:
+    """`page` and `limit` of a simple paginated list, with errors for anything not `allowed`.
+
+    The caller adds its own checks to the returned errors and raises if there are any.
+    """
+    errors = _Errors()
+    for key in args:
+        if key not in ("page", "limit", *allowed):
+            errors.add(key, "Unknown query parameter.")
+    page = _int_param(_single(args, "page", errors), "page", 1, MAX_PAGE, errors)
+    limit = _int_param(_single(args, "limit", errors), "limit", 1, MAX_LIMIT, errors)
+    return page or 1, limit or DEFAULT_LIMIT, errors
+
+
+def page_meta(page: int, limit: int, total: int, has_next: bool) -> dict:
+    """`meta` of a page-numbered list (no cursor)."""
+    return {"page": page, "limit": limit, "total": total, "hasNextPage": has_next,
+            "hasPreviousPage": page > 1, "nextCursor": None}
+
+
 def parse_filters(entity: Entity, args, errors: _Errors, skip=()) -> list[Filter]:
     """The filters among `args` (every key not in `skip`)."""
     filters = []

@@ -704,3 +704,10 @@ def test_concurrent_deletes_of_one_file_drop_one_reference(live_server, account,
         assert blob_row(app, sha).refs == 1
         assert storage_of(app).path(sha).read_bytes() == content
         assert account.api.get(twin["url"]).data == content
+
+
+@pytest.mark.parametrize("query", ["page=²", "limit=²", "page=0", "limit=101", "page=1&page=2"])
+def test_file_list_rejects_bad_page_parameters(api, query):
+    response = api.get(f"/files?{query}")
+    assert response.status_code == 400
+    assert response.get_json()["code"] == "VALIDATION_FAILED"

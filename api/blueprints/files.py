@@ -13,7 +13,7 @@ from api.docs import ErrorSchema, envelope, links, list_of
 from api.errors import ValidationFailed
 from api.http import no_content, success
 from api.models import File
-from api.query import DEFAULT_LIMIT, MAX_LIMIT
+from api.query import page_args, page_meta
 from api.rate_limit import limited
 from api.services import files
 from api.storage import get_storage
@@ -125,25 +125,18 @@ class Files(MethodView):
         total = query.count()
         rows = list(query.order_by(File.created_at.desc(), File.id.desc())
                     .offset((page - 1) * limit).limit(limit + 1))
-        meta = {"page": page, "limit": limit, "total": total, "hasNextPage": len(rows) > limit,
-                "hasPreviousPage": page > 1, "nextCursor": None}
+        meta = page_meta(page, limit, total, len(rows) > limit)
         return success([files.as_json(r) for r in rows[:limit]], meta=meta)
 
 
 def _list_args() -> tuple[int, int, str | None]:
-    errors = {k: ["Unknown query parameter."] for k in request.args
-              if k not in ("page", "limit", "taskId")}
-    page, limit = request.args.get("page", "1"), request.args.get("limit", str(DEFAULT_LIMIT))
-    if not page.isdigit() or not 1 <= int(page) <= 1_000_000:
-        errors["page"] = ["Must be an integer between 1 and 1000000."]
-    if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIMIT:
-        errors["limit"] = [f"Must be an integer between 1 and {MAX_LIMIT}."]
+    page, limit, errors = page_args(request.args, ("taskId",))
     task_id = request.args.get("taskId")
     if task_id is not None and (len(task_id) > 64 or "\x00" in task_id):
         errors["taskId"] = ["Not a task id."]
     if errors:
-        raise ValidationFailed(errors, "Invalid query parameters.")
-    return int(page), int(limit), task_id
+        raise ValidationFailed(dict(errors), "Invalid query parameters.")
+    return page, limit, task_id
 
 
 @blp.route("/files/<string:file_id>")

@@ -16,7 +16,7 @@ from api.entities import BY_PATH
 from api.errors import APIError, NotFound, ValidationFailed, flatten_messages
 from api.http import json_body, success
 from api.models import Job
-from api.query import DEFAULT_LIMIT, MAX_LIMIT, parse_list_args
+from api.query import page_args, page_meta, parse_list_args
 from api.rate_limit import limited
 from api.services import jobs
 from api.store import transaction
@@ -147,30 +147,22 @@ class Jobs(MethodView):
     @blp.alt_response(400, schema=ErrorSchema)
     def get(self):
         args = request.args
-        errors = {k: ["Unknown query parameter."] for k in args
-                  if k not in ("status", "type", "page", "limit")}
+        page, limit, errors = page_args(args, ("status", "type"))
         status, kind = args.get("status"), args.get("type")
         if status is not None and status not in ("queued", "running", *jobs.FINISHED):
             errors["status"] = ["Must be one of: queued, running, succeeded, failed, canceled."]
         if kind is not None and kind not in ("export", "import"):
             errors["type"] = ["Must be one of: export, import."]
-        page, limit = args.get("page", "1"), args.get("limit", str(DEFAULT_LIMIT))
-        if not (page.isascii() and page.isdigit() and 1 <= int(page) <= 1_000_000):
-            errors["page"] = ["Must be an integer between 1 and 1000000."]
-        if not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= MAX_LIMIT):
-            errors["limit"] = [f"Must be an integer between 1 and {MAX_LIMIT}."]
         if errors:
-            raise ValidationFailed(errors, "Invalid query parameters.")
+            raise ValidationFailed(dict(errors), "Invalid query parameters.")
         query = Job.select().where(Job.account_id == current_account_id())
         if status:
             query = query.where(Job.status == status)
         if kind:
             query = query.where(Job.type == kind)
         total = query.count()
-        page, limit = int(page), int(limit)
         rows = list(query.order_by(Job.id.desc()).offset((page - 1) * limit).limit(limit + 1))
-        meta = {"page": page, "limit": limit, "total": total, "hasNextPage": len(rows) > limit,
-                "hasPreviousPage": page > 1, "nextCursor": None}
+        meta = page_meta(page, limit, total, len(rows) > limit)
         return success([jobs.as_json(r) for r in rows[:limit]], meta=meta)
 
 
