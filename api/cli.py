@@ -4,9 +4,8 @@ import click
 from flask.cli import AppGroup
 
 from api import migrate
-from api.models import Account, ApiKey
+from api.models import Account
 from api.services import accounts
-from api.timeutil import utcnow
 
 db_cli = AppGroup("db", help="Database schema commands.")
 DEMO_ACCOUNT = "Demo"
@@ -37,13 +36,9 @@ def dev_key():
     """
     account = Account.get_or_none(Account.name == DEMO_ACCOUNT)
     if account is None:
-        account, secret = accounts.create_account(DEMO_ACCOUNT)
-        # name the first key as a dev key too, so that the next `dev-key` revokes it
-        ApiKey.update(name=DEV_KEY_NAME).where(ApiKey.account_id == account.id).execute()
+        account, secret = accounts.create_account(DEMO_ACCOUNT, key_name=DEV_KEY_NAME)
     else:
-        ApiKey.update(revoked_at=utcnow()).where(
-            (ApiKey.account_id == account.id) & (ApiKey.name == DEV_KEY_NAME)
-            & ApiKey.revoked_at.is_null()).execute()
+        accounts.revoke_keys_named(account.id, DEV_KEY_NAME)
         _, secret = accounts.create_key(account.id, DEV_KEY_NAME, ["admin"])
     click.echo(f"account: {account.id}")
     click.echo(f"key: {secret}")

@@ -75,11 +75,11 @@ def create_key_from_payload(account_id: str, payload: dict) -> tuple[ApiKey, str
     return create_key(account_id, values["name"], values["scopes"], values["rate_limit"])
 
 
-def create_account(name: str) -> tuple[Account, str]:
+def create_account(name: str, key_name: str = "admin") -> tuple[Account, str]:
     """A new account and its first admin key; returns the account and the key's secret."""
     with transaction():
         account = Account.create(id=new_id("acc"), name=name, created_at=utcnow())
-        _, secret = create_key(account.id, "admin", ["admin"])
+        _, secret = create_key(account.id, key_name, ["admin"])
     return account, secret
 
 
@@ -102,3 +102,10 @@ def revoke_key(account_id: str, key_id: str) -> ApiKey:
         row.revoked_at = utcnow()
         ApiKey.update(revoked_at=row.revoked_at).where(ApiKey.id == row.id).execute()
     return row
+
+
+def revoke_keys_named(account_id: str, name: str) -> int:
+    """Revoke every live key of the account called `name`; returns how many."""
+    return ApiKey.update(revoked_at=utcnow()).where(
+        (ApiKey.account_id == account_id) & (ApiKey.name == name)
+        & ApiKey.revoked_at.is_null()).execute()
