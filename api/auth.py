@@ -18,7 +18,7 @@ from flask import current_app, g, request
 
 from api.errors import APIError
 from api.models import ApiKey
-from api.store import db
+from api.store import db, fetch_models
 from api.timeutil import utcnow
 
 SCOPES = ("read", "write", "admin")
@@ -102,8 +102,7 @@ def authenticate(key: str | None) -> ApiKey:
     if not key.startswith(KEY_PREFIX) or len(key) > 200 or not _URL_SAFE.fullmatch(key):
         raise unauthorized("Invalid API key.")
     presented = hash_key(key)
-    candidates = ApiKey.raw(f'SELECT * FROM "api_keys" WHERE "prefix" = {db.param}',
-                            visible_prefix(key))
+    candidates = fetch_models(ApiKey, f'"prefix" = {db.param}', (visible_prefix(key),))
     match = next((k for k in candidates if hmac.compare_digest(k.key_hash, presented)), None)
     if match is None:
         raise unauthorized("Invalid API key.")

@@ -13,12 +13,20 @@
   not charged again. Route-group limits still apply to each sub-request.
 - If Redis is unreachable, requests are let through (fail open) and a warning
   is logged: an outage of the limiter's store should not take the API down.
+
+The strategy is limits' moving window with one change for speed: taking an entry
+also returns the window's state, in the same Redis script, so the response's
+headers cost no second round trip.
 """
 
-from flask import g, request
+import time
+
+from flask import g, has_request_context, request
 from flask_limiter import Limiter
 from flask_limiter.errors import RateLimitExceeded
 from limits import parse_many
+from limits.strategies import STRATEGIES, MovingWindowRateLimiter
+from limits.util import WindowStats
 
 from api import redis_conn
 from api.auth import view_for_request
@@ -27,6 +35,63 @@ from api.services.batch import ENVIRON_FLAG as BATCH_FLAG
 from api.timeutil import format_rfc3339
 
 GROUPS = ("batch", "bulk", "upload", "export")
+
+
+STRATEGY = "quiver-moving-window"
+
+# limits' moving window (a list of hit timestamps, newest first), where hits past the window
+# are dropped from the tail as they expire, so taking an entry and reading the window's
+# state (oldest entry, count) cost O(1) amortised, whatever the limit.
+ACQUIRE_AND_COUNT = """
+local now, limit, expiry, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local oldest = redis.call('lindex', KEYS[1], -1)
+while oldest and tonumber(oldest) < now - expiry do
+    redis.call('rpop', KEYS[1])
+    oldest = redis.call('lindex', KEYS[1], -1)
+end
+local count = redis.call('llen', KEYS[1])
+local acquired = 0
+if count + cost <= limit then
+    for i = 1, cost, 5000 do
+        local batch = {}
+        for j = i, math.min(i + 4999, cost) do batch[#batch + 1] = now end
+        redis.call('lpush', KEYS[1], unpack(batch))
+    end
+    redis.call('ltrim', KEYS[1], 0, limit - 1)
+    redis.call('expire', KEYS[1], expiry)
+    count = math.min(count + cost, limit)
+    oldest = redis.call('lindex', KEYS[1], -1)
+    acquired = 1
+end
+return {acquired, oldest or tostring(now), count}
+"""
+
+
+class MovingWindowWithStats(MovingWindowRateLimiter):
+    """The moving window, where a hit also reads the window (kept for this request's headers)."""
+
+    def __init__(self, storage):
+        super().__init__(storage)
+        self._script = None
+
+    def hit(self, item, *identifiers: str, cost: int = 1) -> bool:
+        key = item.key_for(*identifiers)
+        if self._script is None:
+            self._script = self.storage.get_connection().register_script(ACQUIRE_AND_COUNT)
+        acquired, oldest, count = self._script(
+            [self.storage.prefixed_key(key)], [time.time(), item.amount, item.get_expiry(), cost])
+        if has_request_context():
+            windows = g.setdefault("rate_limit_windows", {})
+            windows[key] = WindowStats(float(oldest) + item.get_expiry(),
+                                       max(0, item.amount - int(count)))
+        return bool(acquired)
+
+    def get_window_stats(self, item, *identifiers: str) -> WindowStats:
+        windows = g.get("rate_limit_windows", {}) if has_request_context() else {}
+        return windows.get(item.key_for(*identifiers)) or super().get_window_stats(item, *identifiers)
+
+
+STRATEGIES[STRATEGY] = MovingWindowWithStats
 
 
 def limited(group_or_limit: str):
@@ -81,7 +146,7 @@ def init_app(app, settings: Settings) -> Limiter:
         application_limits_cost=_cost,
         default_limits=[lambda: settings.ratelimit_groups.get(_group(), _group())],
         default_limits_exempt_when=lambda: g.get("api_key") is None or _group() is None,
-        strategy="moving-window",
+        strategy=STRATEGY,
         storage_uri=redis_conn.storage_uri(settings),
         storage_options={"socket_connect_timeout": 1, "socket_timeout": 2},
         headers_enabled=True,

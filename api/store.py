@@ -94,6 +94,24 @@ def insert_rows(model, rows: list[dict], chunk: int = 500) -> None:
                            for row in rows[start:start + chunk]])
 
 
+def fetch_models(model, where: str, params: tuple) -> list:
+    """Instances of `model` for `SELECT <its columns> FROM <its table> WHERE <where>`.
+
+    For hot single-row reads: builds instances straight from the cursor's rows,
+    converting each value with its field's `python_value` as peewee would, without
+    peewee's per-query column resolution.
+    """
+    fields = model._meta.sorted_fields
+    columns = ", ".join(f'"{f.column_name}"' for f in fields)
+    sql = f'SELECT {columns} FROM "{model._meta.table_name}" WHERE {where}'
+    instances = []
+    for row in db.execute_sql(sql, params).fetchall():
+        instance = model(__no_default__=True)
+        instance.__data__ = {f.name: f.python_value(value) for f, value in zip(fields, row)}
+        instances.append(instance)
+    return instances
+
+
 def is_postgres() -> bool:
     """True when the configured database is PostgreSQL."""
     return isinstance(db.obj, peewee.PostgresqlDatabase)

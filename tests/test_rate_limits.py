@@ -24,6 +24,7 @@ Covers:
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -124,6 +125,20 @@ def test_several_windows_in_a_key_limit(account):
     assert api.get("/tasks").status_code == 200
     body = assert_rate_limited(api.get("/tasks"))
     assert "2" in body["details"]["limit"] and "second" in body["details"]["limit"]
+
+
+def test_the_window_moves_on_expired_hits_free_their_slots(account):
+    api = limited_key(account, "2/second")
+    assert rate_headers(api.get("/tasks"))[1] == 1
+    assert rate_headers(api.get("/tasks"))[1] == 0
+    last_hit = time.monotonic()
+    assert_rate_limited(api.get("/tasks"))
+    # Time passing is the behaviour under test: once both hits are a second old, both slots
+    # are free again (the refused request took none).
+    time.sleep(max(0.0, last_hit + 1.05 - time.monotonic()))
+    response = api.get("/tasks")
+    assert response.status_code == 200
+    assert rate_headers(response)[:2] == (2, 1)
 
 
 def test_session_default_limit_applies_to_keys_without_their_own(account):

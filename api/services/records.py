@@ -24,7 +24,7 @@ from api.query import (
     search_expression,
 )
 from api.services import events
-from api.store import db, is_postgres, transaction
+from api.store import db, fetch_models, is_postgres, transaction
 from api.timeutil import utcnow
 
 
@@ -60,10 +60,6 @@ class RecordService:
         self.schema = entity.schema()
         self.partial_schema = entity.schema(partial=True)
 
-    def _get_sql(self) -> str:
-        return (f'SELECT * FROM "{self.model._meta.table_name}" '
-                f'WHERE "id" = {db.param} AND "account_id" = {db.param}')
-
     def _scoped(self, account_id: str):
         return self.model.select().where(self.model.account_id == account_id)
 
@@ -90,10 +86,12 @@ class RecordService:
 
     def get(self, account_id: str, record_id: str, for_update: bool = False):
         """The record, or 404 (also for another account's id)."""
-        sql = self._get_sql() + (" FOR UPDATE" if for_update and is_postgres() else "")
+        where = (f'"id" = {db.param} AND "account_id" = {db.param}'
+                 + (" FOR UPDATE" if for_update and is_postgres() else ""))
         # No id holds a NUL, and PostgreSQL refuses one in a query (a 500 otherwise).
-        row = None if "\x00" in record_id else next(
-            iter(self.model.raw(sql, record_id, account_id)), None)
+        rows = [] if "\x00" in record_id else fetch_models(self.model, where,
+                                                             (record_id, account_id))
+        row = rows[0] if rows else None
         if row is None:
             raise NotFound(f"{self.entity.title} {record_id[:64]} not found.")
         return row
