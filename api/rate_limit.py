@@ -122,8 +122,11 @@ def _cost() -> int:
 
 
 def _group() -> str | None:
-    view = view_for_request()
-    return getattr(view, "rate_limit_group", None) if view is not None else None
+    """The view's `@limited` group or limit (looked up once per request)."""
+    if "rate_limit_group" not in g:
+        view = view_for_request()
+        g.rate_limit_group = getattr(view, "rate_limit_group", None) if view is not None else None
+    return g.rate_limit_group
 
 
 def init_app(app, settings: Settings) -> Limiter:
