@@ -7,6 +7,7 @@ lazily on a request's first query and returned at teardown (`init_app`), so
 routes that need no database (`/healthz`) never touch it.
 """
 
+import functools
 import logging
 import threading
 from contextlib import contextmanager
@@ -102,14 +103,18 @@ def fetch_models(model, where: str, params: tuple) -> list:
     peewee's per-query column resolution.
     """
     fields = model._meta.sorted_fields
-    columns = ", ".join(f'"{f.column_name}"' for f in fields)
-    sql = f'SELECT {columns} FROM "{model._meta.table_name}" WHERE {where}'
     instances = []
-    for row in db.execute_sql(sql, params).fetchall():
+    for row in db.execute_sql(_select_sql(model, where), params).fetchall():
         instance = model(__no_default__=True)
         instance.__data__ = {f.name: f.python_value(value) for f, value in zip(fields, row)}
         instances.append(instance)
     return instances
+
+
+@functools.lru_cache(maxsize=256)
+def _select_sql(model, where: str) -> str:
+    columns = ", ".join(f'"{f.column_name}"' for f in model._meta.sorted_fields)
+    return f'SELECT {columns} FROM "{model._meta.table_name}" WHERE {where}'
 
 
 def is_postgres() -> bool:
