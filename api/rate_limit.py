@@ -157,6 +157,15 @@ def init_app(app, settings: Settings) -> Limiter:
         key_prefix="quiver",
         enabled=settings.ratelimit_enabled,
     )
+
+    @limiter.request_filter
+    def _no_limit_applies() -> bool:
+        """Spare flask-limiter's per-request work when no limit can apply: no key yet (a
+        401 or a public route), or a batch sub-request (its batch was charged for it) to
+        a route without a stricter limit of its own."""
+        return g.get("api_key") is None or (request.environ.get(BATCH_FLAG, False)
+                                           and _group() is None)
+
     return limiter
 
 

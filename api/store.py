@@ -21,6 +21,8 @@ from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 db = peewee.DatabaseProxy()
 log = logging.getLogger("quiver.store")
 
+PAGE_SIZE = 500  # statements or rows per round trip to PostgreSQL
+
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
     "foreign_keys": 1,
@@ -72,27 +74,44 @@ def configure(url: str, pool_size: int = 20) -> peewee.Database:
 
 
 def execute_many(sql: str, rows: list) -> None:
-    """One statement run for many parameter rows (DB-API executemany), errors as peewee's."""
+    """One statement run for many parameter rows, errors as peewee's.
+
+    SQLite runs DB-API executemany (a prepared statement, no round trips); on
+    PostgreSQL, where psycopg2's executemany costs a round trip per row, the rows
+    travel in pages of statements (`execute_batch`).
+    """
     with peewee.__exception_wrapper__:
-        db.cursor().executemany(sql, rows)
+        if is_postgres():
+            from psycopg2.extras import execute_batch
+
+            execute_batch(db.cursor(), sql, rows, page_size=PAGE_SIZE)
+        else:
+            db.cursor().executemany(sql, rows)
 
 
-def insert_rows(model, rows: list[dict], chunk: int = 500) -> None:
+def insert_rows(model, rows: list[dict], chunk: int = PAGE_SIZE) -> None:
     """Insert many rows (all with the same keys) with one prepared INSERT and executemany.
 
     Much cheaper than building an `insert_many` query per chunk; values go through
-    each field's `db_value` as peewee would.
+    each field's `db_value` as peewee would. On PostgreSQL each chunk is one
+    multi-row INSERT (`execute_values`), one round trip.
     """
     if not rows:
         return
     names = list(rows[0])
     fields = [model._meta.fields[name] for name in names]
     columns = ", ".join(f'"{f.column_name}"' for f in fields)
-    sql = (f'INSERT INTO "{model._meta.table_name}" ({columns}) '
-           f'VALUES ({", ".join([db.param] * len(fields))})')
+    insert = f'INSERT INTO "{model._meta.table_name}" ({columns}) VALUES '
     for start in range(0, len(rows), chunk):
-        execute_many(sql, [[f.db_value(row[name]) for name, f in zip(names, fields)]
-                           for row in rows[start:start + chunk]])
+        values = [[f.db_value(row[name]) for name, f in zip(names, fields)]
+                  for row in rows[start:start + chunk]]
+        if is_postgres():
+            from psycopg2.extras import execute_values
+
+            with peewee.__exception_wrapper__:
+                execute_values(db.cursor(), insert + "%s", values, page_size=chunk)
+        else:
+            execute_many(insert + f'({", ".join([db.param] * len(fields))})', values)
 
 
 def fetch_models(model, where: str, params: tuple) -> list:

@@ -1,7 +1,8 @@
 """`make bench`: throughput and latency of Quiver against bare baselines, measured in one run.
 
 For SQLite, and PostgreSQL when one answers (see tests/backends.py):
-1. raw executemany of 1,000 tasks in-process (the store's physical limit);
+1. raw executemany of 1,000 tasks in-process (a reference: SQLite's limit; on PostgreSQL, where
+   executemany costs a round trip per row, Quiver's multi-row INSERTs beat it);
 2. `POST /api/v1/import/tasks` with 1,000 tasks vs a bare Flask view that json.loads
    and executemany's the same payload (bench/baseline_app.py), same gunicorn settings;
 3. the same 1,000 tasks as 1,000 single `POST /tasks` on one keep-alive connection;
@@ -109,7 +110,7 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str) -
         migrate.upgrade()
         account, key = accounts.create_account("bench")
         raw_rate = raw_executemany_rate(account.id)
-    line(name, f"raw executemany, in-process: {raw_rate:,.0f} rows/s (the store's limit)")
+    line(name, f"raw executemany of the same rows, in-process: {raw_rate:,.0f} rows/s (reference)")
 
     proc_env = {**os.environ, **env, "BENCH_ACCOUNT_ID": account.id, "WEB_CONCURRENCY": "2",
                 "WEB_THREADS": "8"}
