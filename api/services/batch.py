@@ -8,14 +8,14 @@ and skip (424) when one of them failed. `atomic: true` wraps them all in one
 database transaction that is rolled back, events included, if any fails.
 """
 
+import io
 import json
 import re
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 from flask import current_app, g, request
 from marshmallow import Schema, ValidationError, fields, validate
-from werkzeug.test import EnvironBuilder
-from werkzeug.wrappers import Response
 
 from api.auth import BATCH_KEY
 from api.errors import ValidationFailed, flatten_messages
@@ -28,6 +28,10 @@ BATCH_PATH = f"{BASE}/batch"
 FORWARDED_HEADERS = ("If-Match", "If-None-Match", "Idempotency-Key")
 REFERENCE = re.compile(r"\{\{\s*([A-Za-z0-9_.:-]+?)\.([^{}]+?)\s*\}\}")
 ENVIRON_FLAG = "quiver.batch"
+# What a sub-request takes from its batch's environ (server, client, scheme, key).
+INHERITED_ENVIRON = ("SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "SCRIPT_NAME", "HTTP_HOST",
+                     "REMOTE_ADDR", "HTTP_AUTHORIZATION", "wsgi.version", "wsgi.url_scheme",
+                     "wsgi.errors", "wsgi.multithread", "wsgi.multiprocess", "wsgi.run_once")
 
 
 class StrictBoolean(fields.Boolean):
@@ -173,24 +177,48 @@ def _dispatch(sub: SubRequest, results: dict) -> dict:
     path = path if path.startswith(BASE + "/") else BASE + "/" + path.lstrip("/")
     if path.rstrip("/") == BATCH_PATH:
         return _error(sub.id, 400, "BAD_REQUEST", "Batches cannot be nested.")
-    headers = {"Authorization": request.headers.get("Authorization", ""), **sub.headers}
-    builder = EnvironBuilder(
-        path=path, query_string=query, method=sub.method, headers=headers,
-        json=body if sub.body is not None else None,
-        environ_base={"REMOTE_ADDR": request.remote_addr, ENVIRON_FLAG: True,
-                      BATCH_KEY: g.api_key},
-    )
+    environ = _environ(sub, path, query, body)
+    started = {}
+
+    def start_response(status, headers, exc_info=None):
+        started.update(status=int(status.split(" ", 1)[0]), headers=headers)
+
     # A fresh app context, so the sub-request gets its own `g` (Flask would reuse the
     # batch's, and the sub-request's idempotency claim or request id would clobber it).
     with current_app.app_context():
-        response = Response.from_app(current_app.wsgi_app, builder.get_environ(), buffered=True)
-    raw = response.get_data()
+        chunks = current_app.wsgi_app(environ, start_response)
+        try:
+            raw = b"".join(chunks)
+        finally:
+            getattr(chunks, "close", lambda: None)()
     try:
         parsed = json.loads(raw) if raw else None
     except ValueError:
         parsed = raw.decode("utf-8", "replace")
-    headers = {k: v for k, v in response.headers.items() if k != "Content-Length"}
-    return {"id": sub.id, "status": response.status_code, "headers": headers, "body": parsed}
+    headers = {k: v for k, v in started["headers"] if k != "Content-Length"}
+    return {"id": sub.id, "status": started["status"], "headers": headers, "body": parsed}
+
+
+def _environ(sub: SubRequest, path: str, query: str, body) -> dict:
+    """The sub-request's WSGI environ: the batch's server and client, the sub-request's
+    method, path, query, forwarded headers and JSON body, and the batch's key."""
+    outer = request.environ
+    data = b"" if sub.body is None else json.dumps(body).encode()
+    environ = {name: outer[name] for name in INHERITED_ENVIRON if name in outer}
+    environ.update({
+        "REQUEST_METHOD": sub.method,
+        "PATH_INFO": unquote(path).encode().decode("latin-1"),
+        "QUERY_STRING": query.encode().decode("latin-1"),
+        "CONTENT_LENGTH": str(len(data)),
+        "wsgi.input": io.BytesIO(data),
+        ENVIRON_FLAG: True,
+        BATCH_KEY: g.api_key,
+    })
+    if sub.body is not None:
+        environ["CONTENT_TYPE"] = "application/json"
+    for name, value in sub.headers.items():
+        environ["HTTP_" + name.upper().replace("-", "_")] = value
+    return environ
 
 
 def _failed_dependency(sub: SubRequest, results: dict) -> str | None:
