@@ -140,15 +140,19 @@ def bulk_create(entity: Entity, account_id: str, items: list, skip_invalid: bool
     service = service_for(entity.name)
     failures: list[Failure] = []
     candidates: dict[int, dict] = {}
+    objects = []
     for index, item in enumerate(items):
-        if not isinstance(item, dict):
+        if isinstance(item, dict):
+            objects.append(index)
+        else:
             failures.append(Failure(index, item, "Each item must be a JSON object.",
                                     "VALIDATION_FAILED", {"_schema": ["Must be a JSON object."]}))
-            continue
-        try:
-            candidates[index] = service.validate(item, partial=False)
-        except ValidationFailed as exc:
-            failures.append(_invalid(index, item, exc))
+    validated = service.validate_many([items[index] for index in objects], partial=False)
+    for index, values in zip(objects, validated):
+        if isinstance(values, ValidationFailed):
+            failures.append(_invalid(index, items[index], values))
+        else:
+            candidates[index] = values
     with transaction():
         _check_references(entity, account_id, candidates, failures, items)
         _check_unique(entity, account_id, candidates, failures, items)

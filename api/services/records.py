@@ -156,6 +156,24 @@ class RecordService:
             raise ValidationFailed(errors)
         return values
 
+    def validate_many(self, payloads: list[dict], partial: bool) -> list:
+        """`validate` for many payloads in one schema pass (bulk writes).
+
+        Returns, in order, each payload's values or its `ValidationFailed`.
+        """
+        read_only = self.entity.read_only_fields
+        errors = [{name: ["This field is read-only."] for name in payload if name in read_only}
+                  for payload in payloads]
+        clean = [{k: v for k, v in payload.items() if k not in error}
+                 for payload, error in zip(payloads, errors)]
+        try:
+            values = (self.partial_schema if partial else self.schema).load(clean, many=True)
+        except ValidationError as exc:
+            values = exc.valid_data
+            for index, messages in exc.messages.items():
+                errors[index].update(flatten_messages(messages))
+        return [ValidationFailed(error) if error else value for value, error in zip(values, errors)]
+
     def check_references(self, account_id: str, values: dict) -> None:
         """Every referenced record exists in the account, or a 400 naming the field."""
         errors = {}
