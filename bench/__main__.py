@@ -7,7 +7,8 @@ For SQLite, and PostgreSQL when one answers (see tests/backends.py):
    and executemany's the same payload (bench/baseline_app.py), same gunicorn settings;
 3. the same 1,000 tasks as 1,000 single `POST /tasks` on one keep-alive connection;
    a batch of 20 `GET /tasks/{id}` against the same 20 requests sent one by one;
-4. `GET /api/v1/tasks/{id}` vs a hello-world view under the same load generator;
+4. `GET /api/v1/tasks/{id}` vs a hello-world view under the same load generator (and the same
+   with rate limiting off, to show its share);
 5. `GET /api/v1/tasks?limit=100&expand=assignee,project`: requests/s and SQL queries per request,
    and the same data through GraphQL (bench/graphql.py);
 6. webhook deliveries/s and commit-to-receipt latency with 1 and 2 workers (bench/webhooks.py);
@@ -114,9 +115,10 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str) -
 
     proc_env = {**os.environ, **env, "BENCH_ACCOUNT_ID": account.id, "WEB_CONCURRENCY": "2",
                 "WEB_THREADS": "8"}
-    quiver_port, base_port = free_port(), free_port()
+    quiver_port, base_port, unlimited_port = free_port(), free_port(), free_port()
     quiver = start_gunicorn(proc_env, quiver_port)
     baseline = start_gunicorn(proc_env, base_port, "bench.baseline_app:app", "/hello")
+    unlimited = start_gunicorn({**proc_env, "RATELIMIT_ENABLED": "false"}, unlimited_port)
     auth = {"Authorization": f"Bearer {key}"}
     try:
         payload = {"items": tasks_payload()}
@@ -136,16 +138,22 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str) -
                    f"{singles.seconds / bulk_seconds:.1f}x faster (goal >= 20x)")
 
         ids = [t["id"] for t in _list(quiver_port, auth, "/api/v1/tasks?limit=100")]
+        def get_one(port):
+            return load.run(port, "GET", lambda: f"/api/v1/tasks/{random.choice(ids)}",
+                            headers=auth, threads=THREADS, duration=DURATION)
+
         rounds = [(load.run(base_port, "GET", "/hello", threads=THREADS, duration=DURATION),
-                   load.run(quiver_port, "GET", lambda: f"/api/v1/tasks/{random.choice(ids)}",
-                            headers=auth, threads=THREADS, duration=DURATION))
-                  for _ in range(ROUNDS)]
-        latencies = load.LoadResult(0, 1, [t for _, q in rounds for t in q.latencies], 0)
-        line(name, f"GET /tasks/{{id}}: {statistics.median(q.rate for _, q in rounds):,.0f} req/s, "
+                   get_one(quiver_port), get_one(unlimited_port)) for _ in range(ROUNDS)]
+        latencies = load.LoadResult(0, 1, [t for _, q, _ in rounds for t in q.latencies], 0)
+        line(name, f"GET /tasks/{{id}}: {statistics.median(q.rate for _, q, _ in rounds):,.0f} req/s, "
                    f"p50 {latencies.p50:.1f} ms, p99 {latencies.percentile(0.99):.1f} ms; hello world "
-                   f"{statistics.median(h.rate for h, _ in rounds):,.0f} req/s; "
-                   f"ratio {statistics.median(q.rate / h.rate for h, q in rounds):.2f} "
+                   f"{statistics.median(h.rate for h, _, _ in rounds):,.0f} req/s; "
+                   f"ratio {statistics.median(q.rate / h.rate for h, q, _ in rounds):.2f} "
                    f"(median of {ROUNDS} alternating rounds; goal >= 0.5)")
+        line(name, f"GET /tasks/{{id}} with RATELIMIT_ENABLED=false: "
+                   f"{statistics.median(u.rate for _, _, u in rounds):,.0f} req/s; ratio "
+                   f"{statistics.median(u.rate / h.rate for h, _, u in rounds):.2f} "
+                   "(the share of rate limiting: flask-limiter and one Redis script per request)")
 
         batch_seconds, single_seconds = _batch_vs_singles(quiver_port, auth, ids[:20])
         line(name, f"batch of 20 GET /tasks/{{id}}: {batch_seconds * 1000:.1f} ms; 20 keep-alive "
@@ -164,6 +172,7 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str) -
     finally:
         stop_process(quiver)
         stop_process(baseline)
+        stop_process(unlimited)
     with app.app_context():
         webhooks.run(line, name, app, key, env)
     jobs_bench.run(line, name, app, account.id, env)
