@@ -14,9 +14,10 @@
 - If Redis is unreachable, requests are let through (fail open) and a warning
   is logged: an outage of the limiter's store should not take the API down.
 
-The strategy is limits' moving window with one change for speed: taking an entry
-also returns the window's state, in the same Redis script, so the response's
-headers cost no second round trip.
+The strategy is limits' moving window (exact: at most N hits in any window), run
+as one Redis script per limit that takes the slot and also returns the window's
+state, so the response's headers cost no second round trip; hits drop off the
+window as they age, so the script's cost does not grow with the limit.
 """
 
 import time
