@@ -210,6 +210,22 @@ def test_sub_request_path_with_query_string(api):
     assert_sub_error(bad_filter, 400, "VALIDATION_FAILED")
 
 
+def test_sub_request_paths_and_queries_may_be_percent_encoded_or_unicode(api):
+    task = api.create("tasks", title="Café crème")
+    api.create("tasks", title="Tea")
+    encoded_id = task["id"][:4] + "".join(f"%{ord(ch):02X}" for ch in task["id"][4:])
+    plain, escaped, by_id, missing = ok_batch(api, [
+        {"id": "plain", "method": "GET", "path": "/tasks?q=café&fields=id,title"},
+        {"id": "escaped", "method": "GET", "path": "/tasks?q=caf%C3%A9%20cr%C3%A8me&fields=id"},
+        {"id": "by_id", "method": "GET", "path": f"/tasks/{encoded_id}"},
+        {"id": "missing", "method": "GET", "path": "/tasks/tsk_é"},
+    ])
+    assert plain["body"]["data"] == [{"id": task["id"], "title": "Café crème"}]
+    assert escaped["body"]["data"] == [{"id": task["id"]}]
+    assert by_id["status"] == 200 and by_id["body"]["data"]["title"] == "Café crème"
+    assert_sub_error(missing, 404, "NOT_FOUND")
+
+
 def test_full_api_v1_path_is_accepted(api):
     task = api.create("tasks", title="full path")
     got, patched = ok_batch(api, [
