@@ -1,6 +1,6 @@
 """`POST /api/v1/batch`: several API calls in one request (write scope; sub-requests need their own)."""
 
-from flask import jsonify
+from flask import current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields
@@ -42,4 +42,5 @@ class Batch(MethodView):
     @blp.alt_response(400, schema=ErrorSchema)
     def post(self):
         atomic, subs = batch.parse(json_body(), config.current().batch_max_requests)
-        return jsonify({"success": True, "responses": batch.run(atomic, subs)})
+        return current_app.response_class(batch.to_json(batch.run(atomic, subs)),
+                                          mimetype="application/json")

@@ -134,9 +134,36 @@ def _normalized(item):
     return item
 
 
+class RawJSON:
+    """A sub-response's JSON body as it was sent: copied into the batch's response as is,
+    and parsed only if a later sub-request refers into it."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self._value = None
+
+    def value(self):
+        if self._value is None:
+            self._value = json.loads(self.text)
+        return self._value
+
+
+def to_json(responses: list[dict]) -> str:
+    """The batch's response body: `{"success": true, "responses": [...]}`."""
+    items = []
+    for response in responses:
+        body = response["body"]
+        body_text = body.text if isinstance(body, RawJSON) else json.dumps(body)
+        items.append(f'{{"id":{json.dumps(response["id"])},"status":{response["status"]},'
+                     f'"headers":{json.dumps(response["headers"])},"body":{body_text}}}')
+    return '{"success":true,"responses":[' + ",".join(items) + "]}"
+
+
 def _lookup(result: dict, path: str):
     value = result
     for part in path.split("."):
+        if isinstance(value, RawJSON):
+            value = value.value()
         if isinstance(value, dict) and part in value:
             value = value[part]
         elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
@@ -191,12 +218,14 @@ def _dispatch(sub: SubRequest, results: dict) -> dict:
             raw = b"".join(chunks)
         finally:
             getattr(chunks, "close", lambda: None)()
-    try:
-        parsed = json.loads(raw) if raw else None
-    except ValueError:
-        parsed = raw.decode("utf-8", "replace")
     headers = {k: v for k, v in started["headers"] if k != "Content-Length"}
-    return {"id": sub.id, "status": started["status"], "headers": headers, "body": parsed}
+    if not raw:
+        body = None
+    elif headers.get("Content-Type", "").startswith("application/json"):
+        body = RawJSON(raw.decode())  # the app's own JSON, from jsonify
+    else:
+        body = raw.decode("utf-8", "replace")
+    return {"id": sub.id, "status": started["status"], "headers": headers, "body": body}
 
 
 def _environ(sub: SubRequest, path: str, query: str, body) -> dict:
