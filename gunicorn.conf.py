@@ -5,6 +5,7 @@
 `SSE_MAX_STREAMS` per process) never starve ordinary requests.
 """
 
+import gc
 import os
 import signal
 
@@ -38,7 +39,14 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    """End open event streams at once when the worker is asked to stop (SIGTERM)."""
+    """Freeze the loaded app out of the garbage collector's sight, and end open event
+    streams at once when the worker is asked to stop (SIGTERM).
+
+    The app's ~120,000 long-lived objects (schemas, routes, the OpenAPI document)
+    would otherwise be walked by every full collection, a pause of tens of
+    milliseconds in the middle of some request.
+    """
+    gc.freeze()
     previous = signal.getsignal(signal.SIGTERM)
 
     def stop(signum, frame):
