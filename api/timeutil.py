@@ -1,5 +1,6 @@
 """UTC timestamps: stored naive in UTC at millisecond precision, shown as RFC 3339 with `Z`."""
 
+import functools
 import re
 from datetime import UTC, datetime
 
@@ -20,8 +21,12 @@ def to_utc(value: datetime) -> datetime:
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
+@functools.lru_cache(maxsize=4096)
 def format_rfc3339(value: datetime | None) -> str | None:
-    """`2025-01-15T10:00:00.123Z` for a naive-UTC datetime (None stays None)."""
+    """`2025-01-15T10:00:00.123Z` for a naive-UTC datetime (None stays None).
+
+    Cached: the rows of a bulk write, and many rows of a page, share their timestamps.
+    """
     if value is None:
         return None
     if isinstance(value, str):
