@@ -89,21 +89,23 @@ def execute_many(sql: str, rows: list) -> None:
             db.cursor().executemany(sql, rows)
 
 
-def insert_rows(model, rows: list[dict], chunk: int = PAGE_SIZE) -> None:
-    """Insert many rows (all with the same keys) with one prepared INSERT and executemany.
+def insert_rows(model, rows: list[dict], names: list[str] | None = None,
+                chunk: int = PAGE_SIZE) -> None:
+    """Insert many rows with one prepared INSERT and executemany.
 
-    Much cheaper than building an `insert_many` query per chunk; values go through
-    each field's `db_value` as peewee would. On PostgreSQL each chunk is one
-    multi-row INSERT (`execute_values`), one round trip.
+    The columns are `names` (a row without one of them stores NULL there), else
+    the first row's keys. Much cheaper than building an `insert_many` query per
+    chunk; values go through each field's `db_value` as peewee would. On
+    PostgreSQL each chunk is one multi-row INSERT (`execute_values`), one round trip.
     """
     if not rows:
         return
-    names = list(rows[0])
+    names = names or list(rows[0])
     fields = [model._meta.fields[name] for name in names]
     columns = ", ".join(f'"{f.column_name}"' for f in fields)
     insert = f'INSERT INTO "{model._meta.table_name}" ({columns}) VALUES '
     for start in range(0, len(rows), chunk):
-        values = [[f.db_value(row[name]) for name, f in zip(names, fields)]
+        values = [[f.db_value(row.get(name)) for name, f in zip(names, fields)]
                   for row in rows[start:start + chunk]]
         if is_postgres():
             from psycopg2.extras import execute_values

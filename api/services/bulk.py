@@ -168,8 +168,7 @@ def bulk_create(entity: Entity, account_id: str, items: list, skip_invalid: bool
             rows.append({"id": new_id(entity.prefix), "account_id": account_id, "version": 1,
                          "created_at": now, "updated_at": now, **values})
         columns = sorted({name for row in rows for name in row})
-        full = [{name: row.get(name) for name in columns} for row in rows]
-        service.write(lambda: insert_rows(entity.model, full))
+        service.write(lambda: insert_rows(entity.model, rows, columns))
         data = [entity.dump(row) for row in rows]
         events.emit(account_id, f"{entity.name}.created", data)
     return BulkResult(rows, failures, data)
