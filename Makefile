@@ -6,7 +6,7 @@ PORT ?= 8000
 FUZZ_EXAMPLES ?= 200
 export FLASK_APP := wsgi
 
-.PHONY: install run migrate test test-sqlite test-postgres lint bench soak fuzz clean
+.PHONY: install run migrate test test-sqlite test-postgres lint bench bench-core soak fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -58,6 +58,9 @@ lint: install
 
 bench: migrate
 	$(BIN)/python -m bench
+
+bench-core: migrate
+	$(BIN)/python -m bench core
 
 soak: install
 	$(BIN)/python -m bench.soak

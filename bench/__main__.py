@@ -103,7 +103,9 @@ def count_list_queries(app, key: str) -> int:
     return len(counted)
 
 
-def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str) -> None:
+def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str,
+                  core_only: bool = False) -> None:
+    """Every figure for one backend; with `core_only`, those of the bulk, read and batch paths."""
     env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "VAR_DIR": str(var_dir),
            "LOG_LEVEL": "WARNING", "WEBHOOK_ALLOW_PRIVATE": "true", **UNLIMITED}
     app = create_app(env)
@@ -138,6 +140,7 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str) -
                    f"{singles.seconds / bulk_seconds:.1f}x faster (goal >= 20x)")
 
         ids = [t["id"] for t in _list(quiver_port, auth, "/api/v1/tasks?limit=100")]
+
         def get_one(port):
             return load.run(port, "GET", lambda: f"/api/v1/tasks/{random.choice(ids)}",
                             headers=auth, threads=THREADS, duration=DURATION)
@@ -161,7 +164,8 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str) -
                    "faster (goal >= 3x)")
 
         _seed_relations(quiver_port, auth, ids)
-        graphql_bench.run(line, name, quiver_port, auth)
+        if not core_only:
+            graphql_bench.run(line, name, quiver_port, auth)
         listing = load.run(quiver_port, "GET", "/api/v1/tasks?limit=100&expand=assignee,project",
                            headers=auth, threads=THREADS, duration=DURATION)
         with app.app_context():
@@ -173,6 +177,8 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str) -
         stop_process(quiver)
         stop_process(baseline)
         stop_process(unlimited)
+    if core_only:
+        return
     with app.app_context():
         webhooks.run(line, name, app, key, env)
     jobs_bench.run(line, name, app, account.id, env)
@@ -236,16 +242,18 @@ def _seed_relations(port: int, auth: dict, task_ids: list[str]) -> None:
 
 
 def main() -> None:
+    """`python -m bench` for every figure; `python -m bench core` for 1 to 5 alone (no GraphQL)."""
+    core_only = sys.argv[1:] == ["core"]
     random.seed(7)
     with tempfile.TemporaryDirectory(prefix="quiver-bench-") as tmp:
         var_dir = Path(tmp)
         redis_url = backends.test_redis_url(var_dir)
-        bench_backend("sqlite", f"sqlite:///{var_dir / 'bench.db'}", var_dir, redis_url)
+        bench_backend("sqlite", f"sqlite:///{var_dir / 'bench.db'}", var_dir, redis_url, core_only)
         pg = os.environ.get("TEST_DATABASE_URL") or backends.LOCAL_POSTGRES
         if backends.postgres_answers(pg):
             url, schema = backends.postgres_schema_url(pg)
             try:
-                bench_backend("postgresql", url, var_dir, redis_url)
+                bench_backend("postgresql", url, var_dir, redis_url, core_only)
             finally:
                 backends.drop_postgres_schema(pg, schema)
         else:
