@@ -144,16 +144,9 @@ class RecordService:
 
     def validate(self, payload: dict, partial: bool) -> dict:
         """Schema-check a JSON body: unknown or read-only fields and bad values are 400s."""
-        errors = {name: ["This field is read-only."] for name in payload
-                  if name in self.entity.read_only_fields}
-        clean = {k: v for k, v in payload.items() if k not in errors}
-        try:
-            values = (self.partial_schema if partial else self.schema).load(clean)
-        except ValidationError as exc:
-            errors.update(flatten_messages(exc.messages))
-            values = None
-        if errors:
-            raise ValidationFailed(errors)
+        (values,) = self.validate_many([payload], partial)
+        if isinstance(values, ValidationFailed):
+            raise values
         return values
 
     def validate_many(self, payloads: list[dict], partial: bool) -> list:
