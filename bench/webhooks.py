@@ -12,15 +12,13 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import redis
 from rq import Queue
 
-from tests.procs import ROOT, stop_process, wait_for
+from tests.procs import ROOT, PostServer, read_body, respond, stop_process, wait_for
 
 EVENTS = 2000
 SUSTAINED_RATE = 300
@@ -33,37 +31,23 @@ class Receiver:
     def __init__(self):
         self.arrivals: dict[str, float] = {}
         self.created: dict[str, float] = {}
-        receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+        def on_post(handler):
+            body = read_body(handler)
+            now = time.time()
+            msg_id = handler.headers["webhook-id"]
+            if msg_id not in self.arrivals:
+                self.arrivals[msg_id] = now
+                created = json.loads(body)["createdAt"]
+                self.created[msg_id] = datetime.fromisoformat(
+                    created.replace("Z", "+00:00")).replace(tzinfo=UTC).timestamp()
+            respond(handler)
 
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                now = time.time()
-                msg_id = self.headers["webhook-id"]
-                if msg_id not in receiver.arrivals:
-                    receiver.arrivals[msg_id] = now
-                    created = json.loads(body)["createdAt"]
-                    receiver.created[msg_id] = datetime.fromisoformat(
-                        created.replace("Z", "+00:00")).replace(tzinfo=UTC).timestamp()
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.http = PostServer(on_post)
+        self.url = self.http.url
 
     def close(self):
-        self.server.shutdown()
+        self.http.close()
 
 
 def start_workers(env: dict, count: int) -> list[subprocess.Popen]:

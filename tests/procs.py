@@ -1,9 +1,11 @@
-"""Helpers to run real processes (gunicorn) in tests and benchmarks."""
+"""Helpers to run real processes (gunicorn) and local HTTP receivers in tests and benchmarks."""
 
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import requests
@@ -57,3 +59,45 @@ def stop_process(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+class PostServer:
+    """A keep-alive HTTP server on 127.0.0.1, in a daemon thread, that hands each POST to
+    `on_post(handler)` (a `BaseHTTPRequestHandler`: read `rfile`, then answer, e.g. with
+    `respond`). `url` is its `/hook` address."""
+
+    def __init__(self, on_post):
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                on_post(self)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def read_body(handler: BaseHTTPRequestHandler) -> bytes:
+    """The request's body (by its Content-Length)."""
+    return handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+
+
+def respond(handler: BaseHTTPRequestHandler, status: int = 200, headers: dict | None = None,
+            body: bytes = b"") -> None:
+    """Answer with `status`, `headers` and `body` (Content-Length set)."""
+    handler.send_response(status)
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)

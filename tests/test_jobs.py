@@ -42,7 +42,6 @@ import subprocess
 import sys
 import threading
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -51,7 +50,7 @@ from api.models import Job
 from api.services import jobs as job_service
 from api.store import db
 from api.timeutil import utcnow
-from tests.procs import ROOT, wait_for
+from tests.procs import ROOT, PostServer, read_body, respond, wait_for
 
 FINISHED = ("succeeded", "failed", "canceled")
 JOB_KEYS = {"id", "type", "status", "progress", "result", "error", "createdAt", "startedAt",
@@ -174,34 +173,22 @@ class Receiver:
     def __init__(self):
         self.bodies: list[dict] = []
         self.lock = threading.Lock()
-        receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+        def on_post(handler):
+            body = read_body(handler)
+            with self.lock:
+                self.bodies.append(json.loads(body))
+            respond(handler)
 
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver.lock:
-                    receiver.bodies.append(json.loads(body))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.http = PostServer(on_post)
+        self.url = self.http.url
 
     def events(self, event_type: str) -> list[dict]:
         with self.lock:
             return [b for b in self.bodies if b["type"] == event_type]
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 @pytest.fixture

@@ -37,7 +37,6 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import peewee
 import pytest
@@ -63,7 +62,7 @@ from api.store import db
 from tests import media
 from tests.conftest import GENEROUS_LIMIT, ApiClient
 from tests.extra_apps import extra_apps
-from tests.procs import ROOT, free_port, stop_process, wait_for
+from tests.procs import ROOT, PostServer, free_port, read_body, respond, stop_process, wait_for
 
 BASE = "/api/v1"
 PUBLIC_IP = "93.184.215.14"  # a public address; the sandbox has no DNS and no route to it
@@ -912,32 +911,17 @@ class Receiver:
 
     def __init__(self, status: int = 200, headers: dict | None = None):
         self.requests: list[dict] = []
-        receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+        def on_post(handler):
+            read_body(handler)
+            self.requests.append({k.lower(): v for k, v in handler.headers.items()})
+            respond(handler, status, headers)
 
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receiver.requests.append({k.lower(): v for k, v in self.headers.items()})
-                self.send_response(status)
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.http = PostServer(on_post)
+        self.port, self.url = self.http.port, self.http.url
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 @pytest.fixture
@@ -1094,39 +1078,30 @@ class StreamingReceiver:
     def __init__(self, send):
         self.sent = 0
         self.done = threading.Event()
-        receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+        def on_post(handler):
+            read_body(handler)
+            handler.send_response(200)
+            handler.send_header("Content-Length", str(1 << 40))
+            handler.end_headers()
 
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                self.send_response(200)
-                self.send_header("Content-Length", str(1 << 40))
-                self.end_headers()
-                try:
-                    send(self._write)
-                except OSError:
-                    pass  # the worker stopped reading and closed the connection
-                finally:
-                    receiver.done.set()
+            def write(data: bytes) -> None:
+                handler.wfile.write(data)
+                handler.wfile.flush()
+                self.sent += len(data)
 
-            def _write(self, data: bytes) -> None:
-                self.wfile.write(data)
-                self.wfile.flush()
-                receiver.sent += len(data)
+            try:
+                send(write)
+            except OSError:
+                pass  # the worker stopped reading and closed the connection
+            finally:
+                self.done.set()
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.http = PostServer(on_post)
+        self.url = self.http.url
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 @pytest.fixture

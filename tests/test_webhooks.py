@@ -37,10 +37,9 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import redis
@@ -54,7 +53,7 @@ from api.timeutil import utcnow
 from api.webhook_signing import WebhookVerificationError, verify_webhook
 from tests.conftest import Account, ApiClient
 from tests.extra_apps import extra_apps
-from tests.procs import ROOT, wait_for
+from tests.procs import ROOT, PostServer, read_body, respond, wait_for
 
 SECRET = re.compile(r"whsec_[A-Za-z0-9+/]{32}")
 DEAD_REDIS = "redis://127.0.0.1:1/0"
@@ -93,37 +92,22 @@ class Receiver:
     def __post_init__(self):
         self.plan = self.plan or (lambda n: (200, 0))
         self.lock = threading.Lock()
-        receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, as the worker's session expects
+        def on_post(handler):  # keep-alive, as the worker's session expects
+            body = read_body(handler)
+            with self.lock:
+                index = len(self.requests)
+                self.requests.append(Received(
+                    {k.lower(): v for k, v in handler.headers.items()}, body, time.monotonic()))
+            status, delay = self.plan(index)
+            if delay:
+                time.sleep(delay)
+            # The worker may have given up waiting (timeout) or been killed.
+            with suppress(BrokenPipeError, ConnectionResetError):
+                respond(handler, status, {"Content-Type": "application/json"}, b'{"ok": true}')
 
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver.lock:
-                    index = len(receiver.requests)
-                    receiver.requests.append(Received(
-                        {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic()))
-                status, delay = receiver.plan(index)
-                if delay:
-                    time.sleep(delay)
-                payload = b'{"ok": true}'
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the worker gave up waiting (timeout) or was killed
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.http = PostServer(on_post)
+        self.url = self.http.url
 
     def received(self) -> list[Received]:
         with self.lock:
@@ -137,8 +121,7 @@ class Receiver:
                         message=f"{count} requests at the receiver")
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 @pytest.fixture
