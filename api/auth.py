@@ -123,12 +123,15 @@ def _touch(key: ApiKey) -> None:
 def view_for_request():
     """The function that will handle this request (a MethodView's method for class views)."""
     rule = request.url_rule
-    if rule is None:
-        return None
-    view = current_app.view_functions.get(rule.endpoint)
+    return None if rule is None else view_for(rule.endpoint, request.method)
+
+
+def view_for(endpoint: str, method: str):
+    """The function that handles `method` at `endpoint` (a MethodView's method for class views)."""
+    view = current_app.view_functions.get(endpoint)
     view_class = getattr(view, "view_class", None)
     if view_class is not None:
-        method = request.method.lower()
+        method = method.lower()
         return getattr(view_class, method, None) or (
             getattr(view_class, "get", None) if method == "head" else None)
     return view

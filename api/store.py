@@ -11,6 +11,7 @@ import functools
 import logging
 import threading
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from urllib.parse import parse_qsl, urlparse
 
@@ -144,6 +145,24 @@ def is_postgres() -> bool:
 
 
 _local = threading.local()
+_loaded_ahead: ContextVar[dict | None] = ContextVar("quiver_loaded_ahead", default=None)
+
+
+@contextmanager
+def loaded_ahead(rows: dict):
+    """Let `take_loaded` hand out each of `rows` once while the block runs, until a
+    write transaction begins (it could change them)."""
+    token = _loaded_ahead.set(rows)
+    try:
+        yield
+    finally:
+        _loaded_ahead.reset(token)
+
+
+def take_loaded(key):
+    """The row loaded ahead under `key` (see `loaded_ahead`), or None."""
+    rows = _loaded_ahead.get()
+    return rows.pop(key, None) if rows else None
 
 
 @contextmanager
@@ -153,8 +172,11 @@ def transaction():
     Every service write runs in here, so an outer caller (an atomic batch, a
     job) can wrap several writes in one transaction. Callbacks registered with
     `on_commit` run once the outermost transaction has committed, and are
-    dropped with any part of it that rolls back.
+    dropped with any part of it that rolls back. Rows loaded ahead are dropped.
     """
+    loaded = _loaded_ahead.get()
+    if loaded:
+        loaded.clear()
     outermost = not db.in_transaction()
     if outermost or not hasattr(_local, "callbacks"):
         _local.callbacks = []

@@ -23,7 +23,10 @@ Covers `POST /api/v1/batch`:
   `BATCH_MAX_REQUESTS` from the environment; a nested batch is a 400 for that
   sub-request only;
 - `Idempotency-Key` and `If-Match` forwarded in a sub-request's `headers`, and an
-  `Idempotency-Key` on the batch itself; `X-Request-ID` of the batch is echoed.
+  `Idempotency-Key` on the batch itself; `X-Request-ID` of the batch is echoed;
+- consecutive GETs of records are read ahead with one query per entity, and answer
+  exactly as direct calls: a GET after a write of the same batch sees the write, and
+  another account's, missing or malformed ids are 404s.
 """
 
 import json
@@ -33,6 +36,7 @@ import pytest
 import redis
 
 from api.models import IdempotencyRecord, Webhook, WebhookDelivery
+from api.services.records import read_ahead, service_for
 from api.timeutil import utcnow
 from tests.extra_apps import extra_apps
 from tests.procs import wait_for
@@ -679,3 +683,101 @@ def test_batch_echoes_its_request_id(api):
                         headers={"X-Request-ID": "batch-request-123"})
     assert response.status_code == 200
     assert response.headers["X-Request-ID"] == "batch-request-123"
+
+
+# --- consecutive GETs read ahead ----------------------------------------------------------------
+
+
+def get_sub(sub_id: str, path: str) -> dict:
+    return {"id": sub_id, "method": "GET", "path": path}
+
+
+def test_consecutive_gets_of_records_cost_one_query_per_entity(api, count_queries):
+    tasks = [api.create("tasks", title=f"read ahead {i}") for i in range(15)]
+    user = api.create("users", name="Ada", email=f"ada-{uuid.uuid4().hex}@example.com")
+    ok_batch(api, [get_sub("warm", f"/tasks/{tasks[0]['id']}")])  # key bookkeeping and the like
+
+    def reads(count):
+        return [get_sub(f"t{i}", f"/tasks/{t['id']}") for i, t in enumerate(tasks[:count])] + [
+            get_sub("user", f"/users/{user['id']}")]
+
+    with count_queries() as small:
+        ok_batch(api, reads(2))
+    with count_queries() as large:
+        responses = ok_batch(api, reads(15))
+    assert large.count == small.count, (small.count, large.count)
+    assert [r["status"] for r in responses] == [200] * 16
+    for response, task in zip(responses, tasks):
+        direct = api.get(f"/tasks/{task['id']}")
+        assert response["body"] == direct.get_json()
+        assert response["headers"]["ETag"] == direct.headers["ETag"]
+    assert responses[-1]["body"]["data"]["name"] == "Ada"
+
+
+def test_read_ahead_answers_shaped_reads_like_direct_ones(api):
+    project = api.create("projects", name="Apollo")
+    task = api.create("tasks", title="shaped", projectId=project["id"])
+    path = f"/tasks/{task['id']}?fields=title&expand=project"
+    shaped, plain = ok_batch(api, [get_sub("shaped", path), get_sub("plain", f"/tasks/{task['id']}")])
+    assert shaped["body"] == api.get(path).get_json()
+    assert shaped["body"]["data"]["project"]["name"] == "Apollo"
+    assert plain["body"]["data"]["title"] == "shaped"
+
+
+def test_a_get_after_a_write_in_the_same_batch_sees_the_write(api):
+    task = api.create("tasks", title="before")
+    gone = api.create("tasks", title="to delete")
+    path = f"/tasks/{task['id']}"
+    for atomic in (False, True):
+        title = f"after {atomic}"
+        before, patched, after, deleted, missing = ok_batch(api, [
+            get_sub("before", path),
+            {"id": "patch", "method": "PATCH", "path": path, "body": {"title": title}},
+            get_sub("after", path),
+            {"id": "delete", "method": "DELETE", "path": f"/tasks/{gone['id']}"},
+            get_sub("missing", f"/tasks/{gone['id']}"),
+        ] if not atomic else [
+            get_sub("before", path),
+            {"id": "patch", "method": "PATCH", "path": path, "body": {"title": title}},
+            get_sub("after", path),
+            get_sub("again", path),
+            get_sub("still", path),
+        ], atomic=atomic)
+        assert before["body"]["data"]["title"] != title
+        assert patched["status"] == 200
+        assert after["body"]["data"]["title"] == title
+        assert after["headers"]["ETag"] == patched["headers"]["ETag"] != before["headers"]["ETag"]
+        if atomic:
+            assert deleted["body"] == missing["body"] == after["body"]
+        else:
+            assert deleted["status"] == 204
+            assert_sub_error(missing, 404, "NOT_FOUND")
+
+
+def test_read_ahead_never_serves_another_accounts_or_a_missing_record(api, other_account):
+    mine = api.create("tasks", title="mine")
+    theirs = other_account.api.create("tasks", title="their secret")
+    responses = ok_batch(api, [
+        get_sub("mine", f"/tasks/{mine['id']}"),
+        get_sub("theirs", f"/tasks/{theirs['id']}"),
+        get_sub("missing", f"/tasks/{MISSING_TASK}"),
+        get_sub("nul", f"/tasks/{mine['id']}%00"),
+        get_sub("unicode", "/tasks/t%C3%A2che-%F0%9F%8E%AF"),
+        get_sub("again", f"/tasks/{mine['id']}"),
+        get_sub("wrong entity", f"/projects/{mine['id']}"),
+    ])
+    assert [r["status"] for r in responses] == [200, 404, 404, 404, 404, 200, 404]
+    for response in responses[1:5] + responses[6:]:
+        assert_sub_error(response, 404, "NOT_FOUND")
+    assert "their secret" not in json.dumps(responses)
+    assert responses[0]["body"] == responses[5]["body"] == api.get(f"/tasks/{mine['id']}").get_json()
+
+
+def test_a_write_drops_the_records_read_ahead(app, account):
+    """A GET that writes (a custom endpoint may) must not leave later GETs of its run stale."""
+    first, second = (account.api.create("tasks", title=f"v1 {i}") for i in range(2))
+    tasks = service_for("task")
+    with app.app_context(), read_ahead(account.id, {"task": [first["id"], second["id"]]}):
+        assert tasks.get(account.id, first["id"]).title == "v1 0"
+        tasks.update(account.id, second["id"], {"title": "v2"})
+        assert tasks.get(account.id, second["id"]).title == "v2"

@@ -26,7 +26,7 @@ from api.entities import ENTITIES
 from api.entities.base import Entity
 from api.http import json_body, no_content, success
 from api.query import ListQuery, parse_list_args, parse_shape
-from api.services.records import Page, etag, etag_matches, service_for
+from api.services.records import Page, etag, etag_matches, reads_record, service_for
 
 BASE = "/api/v1"
 
@@ -123,6 +123,7 @@ def make_blueprint(entity: Entity) -> Blueprint:
     @blp.route("/<string:record_id>")
     class Item(MethodView):
         @requires("read")
+        @reads_record(entity.name)
         @blp.doc(parameters=[*shape_parameters(entity), if_none_match], summary=f"Get a {entity.name}")
         @blp.response(200, one)
         @blp.alt_response(304, description="Not modified (If-None-Match matched).")

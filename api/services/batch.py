@@ -6,6 +6,10 @@ error envelope as a direct call). They run in order; `dependsOn` and
 `{{reqId.<json path>}}` references make a sub-request wait for earlier ones
 and skip (424) when one of them failed. `atomic: true` wraps them all in one
 database transaction that is rolled back, events included, if any fails.
+
+Consecutive GETs of records (`/tasks/{id}`, …) have their rows loaded ahead, one
+query per entity, and each sub-request's `RecordService.get` takes its row from
+there instead of querying; any write drops what was loaded.
 """
 
 import io
@@ -16,10 +20,12 @@ from urllib.parse import unquote
 
 from flask import current_app, g, request
 from marshmallow import Schema, ValidationError, fields, validate
+from werkzeug.exceptions import HTTPException
 
-from api.auth import BATCH_KEY
+from api.auth import BATCH_KEY, view_for
 from api.errors import ValidationFailed, flatten_messages
 from api.fields import Text
+from api.services.records import read_ahead
 from api.store import transaction
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -200,8 +206,7 @@ def _dispatch(sub: SubRequest, results: dict) -> dict:
         return _error(sub.id, 400, "VALIDATION_FAILED", "A {{reference}} did not resolve.")
     if not isinstance(path, str):
         return _error(sub.id, 400, "VALIDATION_FAILED", "The path must be a string.")
-    path, _, query = path.partition("?")
-    path = path if path.startswith(BASE + "/") else BASE + "/" + path.lstrip("/")
+    path, query = _split(path)
     if path.rstrip("/") == BATCH_PATH:
         return _error(sub.id, 400, "BAD_REQUEST", "Batches cannot be nested.")
     environ = _environ(sub, path, query, body)
@@ -228,6 +233,12 @@ def _dispatch(sub: SubRequest, results: dict) -> dict:
     return {"id": sub.id, "status": started["status"], "headers": headers, "body": body}
 
 
+def _split(path: str) -> tuple[str, str]:
+    """A sub-request's full path (it may be relative to `/api/v1`) and its query string."""
+    path, _, query = path.partition("?")
+    return (path if path.startswith(BASE + "/") else BASE + "/" + path.lstrip("/")), query
+
+
 def _environ(sub: SubRequest, path: str, query: str, body) -> dict:
     """The sub-request's WSGI environ: the batch's server and client, the sub-request's
     method, path, query, forwarded headers and JSON body, and the batch's key."""
@@ -236,7 +247,7 @@ def _environ(sub: SubRequest, path: str, query: str, body) -> dict:
     environ = {name: outer[name] for name in INHERITED_ENVIRON if name in outer}
     environ.update({
         "REQUEST_METHOD": sub.method,
-        "PATH_INFO": unquote(path).encode().decode("latin-1"),
+        "PATH_INFO": _wsgi_path(path),
         "QUERY_STRING": query.encode().decode("latin-1"),
         "CONTENT_LENGTH": str(len(data)),
         "wsgi.input": io.BytesIO(data),
@@ -278,14 +289,53 @@ def run(atomic: bool, subs: list[SubRequest]) -> list[dict]:
 def _run_all(subs: list[SubRequest], stop_on_failure: bool = False) -> list[dict]:
     results: dict[str, dict] = {}
     responses = []
-    for sub in subs:
-        failed = _failed_dependency(sub, results)
-        if failed is not None:
-            result = _error(sub.id, 424, "FAILED_DEPENDENCY", f"Dependency {failed!r} failed.")
-        else:
-            result = _dispatch(sub, results)
-        results[sub.id] = result
-        responses.append(result)
-        if stop_on_failure and result["status"] >= 400:
-            break
+    for run in _runs(subs):
+        with read_ahead(g.account_id, _records_read(run)):
+            for sub in run:
+                failed = _failed_dependency(sub, results)
+                if failed is not None:
+                    result = _error(sub.id, 424, "FAILED_DEPENDENCY", f"Dependency {failed!r} failed.")
+                else:
+                    result = _dispatch(sub, results)
+                results[sub.id] = result
+                responses.append(result)
+                if stop_on_failure and result["status"] >= 400:
+                    return responses
     return responses
+
+
+def _runs(subs: list[SubRequest]) -> list[list[SubRequest]]:
+    """The sub-requests in order, consecutive GETs grouped (no write of the batch's falls
+    between them), every other one alone."""
+    runs: list[list[SubRequest]] = []
+    for sub in subs:
+        if sub.method == "GET" and runs and runs[-1][0].method == "GET":
+            runs[-1].append(sub)
+        else:
+            runs.append([sub])
+    return runs
+
+
+def _records_read(run: list[SubRequest]) -> dict[str, list[str]]:
+    """The records that a run of GETs will read by id (those with literal paths to a
+    record's route), per entity: loaded ahead with one query per entity."""
+    if run[0].method != "GET":
+        return {}
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    wanted: dict[str, list[str]] = {}
+    for sub in run:
+        if REFERENCE.search(sub.path):
+            continue
+        try:
+            endpoint, args = adapter.match(unquote(_split(sub.path)[0]), method="GET")
+        except HTTPException:  # not found, wrong method, or a redirect
+            continue
+        entity = getattr(view_for(endpoint, "GET"), "reads_record", None)
+        if entity is not None:
+            wanted.setdefault(entity, []).append(args["record_id"])
+    return wanted
+
+
+def _wsgi_path(path: str) -> str:
+    """A percent-encoded path as WSGI's `PATH_INFO` holds it (UTF-8 bytes as latin-1)."""
+    return unquote(path).encode().decode("latin-1")
