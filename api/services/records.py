@@ -24,7 +24,15 @@ from api.query import (
     search_expression,
 )
 from api.services import events
-from api.store import db, fetch_models, is_postgres, loaded_ahead, take_loaded, transaction
+from api.store import (
+    db,
+    fetch_models,
+    ids_of_account,
+    is_postgres,
+    loaded_ahead,
+    take_loaded,
+    transaction,
+)
 from api.timeutil import utcnow
 
 
@@ -126,7 +134,7 @@ class RecordService:
         ids = list(set(ids) - {None})
         if not ids:
             return []
-        return list(self._scoped(account_id).where(self.model.id.in_(ids)))
+        return list(self.model.select().where(ids_of_account(self.model, account_id, ids)))
 
     def list_related(self, account_id: str, attribute: str, parent_ids, lq: ListQuery) -> list:
         """Up to `lq.limit` records per parent whose `attribute` is in `parent_ids`, in one query.
@@ -158,7 +166,7 @@ class RecordService:
             related = {}
             if ids:
                 found = target.model.select().where(
-                    (target.model.account_id == account_id) & target.model.id.in_(list(ids)))
+                    ids_of_account(target.model, account_id, list(ids)))
                 related = {r.id: target.dump(r) for r in found}
             for row, item in zip(rows, data):
                 item[name] = related.get(getattr(row, relation.attribute))
