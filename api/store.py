@@ -153,6 +153,14 @@ def ids_of_account(model, account_id: str, ids):
     return model.id.in_(ids) & (account == account_id)
 
 
+def fetch_of_account(model, account_id: str, ids: list) -> list:
+    """`model`'s rows among `ids` that belong to `account_id`, as `fetch_models` builds
+    them: the condition of `ids_of_account`, without peewee building the query."""
+    account = '"account_id"' if is_postgres() else '+"account_id"'
+    where = f'"id" IN ({", ".join([db.param] * len(ids))}) AND {account} = {db.param}'
+    return fetch_models(model, where, (*ids, account_id))
+
+
 def is_postgres() -> bool:
     """True when the configured database is PostgreSQL."""
     return isinstance(db.obj, peewee.PostgresqlDatabase)

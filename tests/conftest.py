@@ -128,14 +128,17 @@ def api(account) -> ApiClient:
 
 
 class QueryCounter(logging.Handler):
-    """Counts the SQL statements peewee executes while installed."""
+    """Counts the SQL statements peewee executes while installed (and keeps them)."""
 
     def __init__(self):
         super().__init__(logging.DEBUG)
         self.count = 0
+        self.statements: list[tuple[str, tuple]] = []
 
     def emit(self, record):
         self.count += 1
+        if isinstance(record.msg, tuple):
+            self.statements.append(record.msg)
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from api.services import events
 from api.store import (
     db,
     fetch_models,
+    fetch_of_account,
     ids_of_account,
     is_postgres,
     loaded_ahead,
@@ -134,7 +135,7 @@ class RecordService:
         ids = list(set(ids) - {None})
         if not ids:
             return []
-        return list(self.model.select().where(ids_of_account(self.model, account_id, ids)))
+        return fetch_of_account(self.model, account_id, ids)
 
     def list_related(self, account_id: str, attribute: str, parent_ids, lq: ListQuery) -> list:
         """Up to `lq.limit` records per parent whose `attribute` is in `parent_ids`, in one query.
