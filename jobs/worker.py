@@ -16,7 +16,9 @@ Beside them runs the sweeper thread: once a second (one worker process at a
 time, under a Redis lock) it queues webhook deliveries that are due and not in
 flight, re-enqueues jobs that were never picked up and rescues jobs whose
 worker died; once a minute it purges expired idempotency records and tus
-uploads. With `--burst`, one SimpleWorker works both queues until they are empty.
+uploads, and file bytes no file uses any more (left when a process died between
+a file's deletion and the removal of its bytes). With `--burst`, one SimpleWorker
+works both queues until they are empty.
 """
 
 import argparse
@@ -33,8 +35,8 @@ from rq import SimpleWorker, Worker
 from api import config, idempotency, queue, redis_conn, store
 from api.config import Settings
 from api.request_log import configure_logging
+from api.services import files, tus
 from api.services import jobs as job_service
-from api.services import tus
 from jobs import webhooks
 
 log = logging.getLogger("quiver.worker")
@@ -66,6 +68,7 @@ def sweep_once() -> None:
         with store.db.connection_context():
             idempotency.purge_expired()
             tus.purge_expired()
+            files.purge_unused_blobs()
 
 
 def _sweep_forever(stop: threading.Event, supervise) -> None:

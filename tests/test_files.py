@@ -28,6 +28,7 @@ import requests
 
 from api.models import Blob, File
 from api.services import accounts
+from api.services import files as file_service
 from api.storage import get_storage
 from tests import media
 from tests.conftest import ApiClient
@@ -424,6 +425,38 @@ def test_identical_content_of_two_accounts_is_shared_but_separately_owned(api, o
     assert other_account.api.get(theirs["url"]).data == content
     assert other_account.api.delete(f"/files/{theirs['id']}").status_code == 204
     assert blobs_on_disk(app, sha) == []
+
+
+def test_a_rolled_back_delete_keeps_the_bytes(api, app):
+    """An atomic batch that deletes a file and then fails keeps the record, its count and its bytes."""
+    content = media.pdf(media.token())
+    sha = hashlib.sha256(content).hexdigest()
+    kept = upload_ok(api, content)
+    response = api.post("/batch", json={"atomic": True, "requests": [
+        {"id": "delete", "method": "DELETE", "path": f"/files/{kept['id']}"},
+        {"id": "fail", "method": "POST", "path": "/tasks", "body": {"title": ""}}]})
+    assert [r["status"] for r in response.get_json()["responses"]] == [424, 400]
+    assert blob_row(app, sha).refs == 1
+    assert blobs_on_disk(app, sha) == [storage_of(app).path(sha)]
+    assert api.get(kept["url"]).data == content
+    assert api.delete(f"/files/{kept['id']}").status_code == 204
+    assert blob_row(app, sha) is None and blobs_on_disk(app, sha) == []
+
+
+def test_purge_removes_only_blobs_no_file_uses(api, app):
+    """A blob whose purge after the deleting commit never ran (a crash) goes at the next purge."""
+    orphan, used = media.png(media.token()), media.jpeg(media.token())
+    orphan_sha, used_sha = (hashlib.sha256(c).hexdigest() for c in (orphan, used))
+    upload_ok(api, used)
+    gone = upload_ok(api, orphan)
+    with app.app_context():
+        File.delete().where(File.id == gone["id"]).execute()
+        Blob.update(refs=0).where(Blob.sha256 == orphan_sha).execute()
+        assert file_service.purge_unused_blobs() >= 1
+        assert file_service.purge_unused_blobs() == 0
+    assert blob_row(app, orphan_sha) is None and blobs_on_disk(app, orphan_sha) == []
+    assert blob_row(app, used_sha).refs == 1
+    assert storage_of(app).path(used_sha).read_bytes() == used
 
 
 def test_reupload_after_the_bytes_were_removed_stores_them_again(api, app):

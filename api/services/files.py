@@ -2,9 +2,13 @@
 
 A file record belongs to an account and optionally to a task; its bytes are a
 blob shared by every record with the same SHA-256. Creating a record takes a
-reference on the blob (under a row lock), deleting one drops it, and the last
-reference removes the bytes, inside the same transaction so that a concurrent
-upload of the same content cannot lose them.
+reference on the blob (under its row lock, and stores the bytes when the blob had
+none). Deleting one drops its reference; once the deleting transaction has
+committed, a blob left without references loses its bytes and its row, under the
+row lock again, so that a concurrent upload of the same content cannot lose them.
+Bytes are never removed inside the deleting transaction: if that rolled back (an
+atomic batch), its file would be back without them. A blob whose purge a crash
+skipped is collected by the workers' periodic purge (`purge_unused_blobs`).
 """
 
 from pathlib import Path
@@ -16,7 +20,7 @@ from api.ids import new_id
 from api.models import Blob, File
 from api.services import events
 from api.storage import get_storage
-from api.store import is_postgres, transaction
+from api.store import is_postgres, on_commit, transaction
 from api.timeutil import format_rfc3339, utcnow
 
 CONTENT_URL = "/api/v1/files/{id}/content"
@@ -87,20 +91,35 @@ def get(account_id: str, file_id: str) -> File:
 
 
 def delete(account_id: str, file_id: str) -> File:
-    """Delete a record; the bytes go with the last record that uses them. Emits `file.deleted`."""
-    storage = get_storage(config.current())
+    """Delete a record; the bytes go (after commit) with the last record that uses them.
+    Emits `file.deleted`."""
     with transaction():
         row = get(account_id, file_id)
         if row.delete_instance() == 0:  # a concurrent DELETE got there first
             raise NotFound(f"File {file_id[:64]} not found.")
-        blob = _locked_blob(row.sha256)
-        if blob is not None and blob.refs <= 1:
-            blob.delete_instance()
-            storage.delete(row.sha256)
-        elif blob is not None:
-            Blob.update(refs=Blob.refs - 1).where(Blob.sha256 == row.sha256).execute()
+        Blob.update(refs=Blob.refs - 1).where(Blob.sha256 == row.sha256).execute()
+        on_commit(lambda: purge_unused_blobs(row.sha256))
         events.emit(account_id, "file.deleted", [as_json(row)])
     return row
+
+
+def purge_unused_blobs(sha256: str | None = None) -> int:
+    """Remove the bytes and row of every blob no file uses (or of this one, if unused);
+    returns how many went. Each is checked again under its row lock, as an upload of the
+    same bytes may be taking a reference."""
+    storage = get_storage(config.current())
+    unused = Blob.select(Blob.sha256).where(Blob.refs <= 0)
+    if sha256 is not None:
+        unused = unused.where(Blob.sha256 == sha256)
+    purged = 0
+    for (candidate,) in unused.tuples():
+        with transaction():
+            blob = _locked_blob(candidate)
+            if blob is not None and blob.refs <= 0:
+                storage.delete(candidate)
+                blob.delete_instance()
+                purged += 1
+    return purged
 
 
 @on_delete("task")
