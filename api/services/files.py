@@ -112,7 +112,7 @@ def purge_unused_blobs(sha256: str | None = None) -> int:
     if sha256 is not None:
         unused = unused.where(Blob.sha256 == sha256)
     purged = 0
-    for (candidate,) in unused.tuples():
+    for (candidate,) in list(unused.tuples()):
         with transaction():
             blob = _locked_blob(candidate)
             if blob is not None and blob.refs <= 0:
