@@ -139,26 +139,26 @@ def _select_sql(model, where: str) -> str:
     return f'SELECT {columns} FROM "{model._meta.table_name}" WHERE {where}'
 
 
-def ids_of_account(model, account_id: str, ids):
-    """The condition for `model`'s rows among `ids` that belong to `account_id`.
+def ids_of_account(account_id: str, ids: list):
+    """The condition for a table's rows among `ids` that belong to `account_id`.
 
     On SQLite, which keeps no statistics here, the planner would rather walk an
     `(account_id, …)` index, reading every row of the account, than look the ids
     up by primary key; a unary `+` (SQLite's documented way) keeps the account
     column from choosing an index. PostgreSQL's planner goes by its statistics.
     """
-    account = model.account_id
-    if not is_postgres():
-        account = peewee.NodeList((peewee.SQL("+"), account), glue="")
-    return model.id.in_(ids) & (account == account_id)
+    if not ids:
+        return peewee.SQL("1 = 0")  # PostgreSQL refuses `IN ()`
+    account = '"account_id"' if is_postgres() else '+"account_id"'
+    return peewee.SQL(f'"id" IN ({", ".join([db.param] * len(ids))}) AND {account} = {db.param}',
+                      (*ids, account_id))
 
 
 def fetch_of_account(model, account_id: str, ids: list) -> list:
-    """`model`'s rows among `ids` that belong to `account_id`, as `fetch_models` builds
-    them: the condition of `ids_of_account`, without peewee building the query."""
-    account = '"account_id"' if is_postgres() else '+"account_id"'
-    where = f'"id" IN ({", ".join([db.param] * len(ids))}) AND {account} = {db.param}'
-    return fetch_models(model, where, (*ids, account_id))
+    """`model`'s rows among `ids` that belong to `account_id` (`ids_of_account`), as
+    `fetch_models` builds them, without peewee building the query."""
+    condition = ids_of_account(account_id, ids)
+    return fetch_models(model, condition.sql, condition.params)
 
 
 def is_postgres() -> bool:

@@ -74,7 +74,7 @@ def existing_ids(entity: Entity, account_id: str, ids) -> set[str]:
     model = entity.model
     found = set()
     for chunk in _chunks(sorted(set(ids)), IN_CHUNK):
-        query = model.select(model.id).where(ids_of_account(model, account_id, chunk))
+        query = model.select(model.id).where(ids_of_account(account_id, chunk))
         found.update(row.id for row in query)
     return found
 
@@ -238,7 +238,7 @@ def _current_rows(entity: Entity, account_id: str, ids: list[str]) -> dict:
     rows = {}
     # No id holds a NUL, and PostgreSQL refuses one in a query (a 500 otherwise).
     for chunk in _chunks(sorted({i for i in ids if "\x00" not in i}), IN_CHUNK):
-        query = model.select().where(ids_of_account(model, account_id, chunk))
+        query = model.select().where(ids_of_account(account_id, chunk))
         rows.update({row.id: row for row in query})
     return rows
 

@@ -167,7 +167,7 @@ class RecordService:
             related = {}
             if ids:
                 found = target.model.select().where(
-                    ids_of_account(target.model, account_id, list(ids)))
+                    ids_of_account(account_id, list(ids)))
                 related = {r.id: target.dump(r) for r in found}
             for row, item in zip(rows, data):
                 item[name] = related.get(getattr(row, relation.attribute))
