@@ -147,6 +147,7 @@ def ids_of_account(account_id: str, ids: list):
     up by primary key; a unary `+` (SQLite's documented way) keeps the account
     column from choosing an index. PostgreSQL's planner goes by its statistics.
     """
+    ids = [i for i in ids if "\x00" not in i]  # no id holds one, and PostgreSQL refuses it
     if not ids:
         return peewee.SQL("1 = 0")  # PostgreSQL refuses `IN ()`
     account = '"account_id"' if is_postgres() else '+"account_id"'

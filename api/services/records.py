@@ -76,7 +76,7 @@ def read_ahead(account_id: str, ids_by_entity: dict[str, list[str]]):
     batch's consecutive GETs), each would otherwise be a query of its own."""
     rows = {}
     for name, ids in ids_by_entity.items():
-        for row in service_for(name).get_many(account_id, [i for i in ids if "\x00" not in i]):
+        for row in service_for(name).get_many(account_id, ids):
             rows[(name, account_id, row.id)] = row
     return loaded_ahead(rows)
 
