@@ -49,6 +49,7 @@ class Settings:
     webhook_disable_after: int
     webhook_allow_private: bool
     sse_heartbeat_seconds: float
+    sse_replay_limit: int
     ratelimit_enabled: bool
     ratelimit_default: str
     ratelimit_groups: dict
@@ -93,6 +94,7 @@ class Settings:
             webhook_disable_after=parse_duration(env.get("WEBHOOK_DISABLE_AFTER", "5d")),
             webhook_allow_private=_bool(env.get("WEBHOOK_ALLOW_PRIVATE", "false")),
             sse_heartbeat_seconds=float(env.get("SSE_HEARTBEAT_SECONDS", "15")),
+            sse_replay_limit=int(env.get("SSE_REPLAY_LIMIT", "10000")),
             ratelimit_enabled=_bool(env.get("RATELIMIT_ENABLED", "true")),
             ratelimit_default=env.get("RATELIMIT_DEFAULT", "1000 per hour;100 per minute"),
             ratelimit_groups={

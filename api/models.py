@@ -37,9 +37,20 @@ class Event(BaseModel):
     created_at = peewee.DateTimeField()
     data = peewee.TextField()
     previous = peewee.TextField(null=True)
+    position = peewee.BigIntegerField(null=True)
 
     class Meta:
         table_name = "events"
+
+
+class EventHead(BaseModel):
+    """An account's last event position (see `api/services/events.py`)."""
+
+    account_id = peewee.CharField(primary_key=True, max_length=40)
+    position = peewee.BigIntegerField()
+
+    class Meta:
+        table_name = "event_heads"
 
 
 class Webhook(BaseModel):

@@ -74,20 +74,26 @@ def configure(url: str, pool_size: int = 20) -> peewee.Database:
     return database
 
 
-def execute_many(sql: str, rows: list) -> None:
-    """One statement run for many parameter rows, errors as peewee's.
+def execute_many(sql: str, rows: list) -> int | None:
+    """One statement run for many parameter rows, errors as peewee's; how many rows it
+    changed, where the driver can tell (SQLite, or a single row).
 
     SQLite runs DB-API executemany (a prepared statement, no round trips); on
     PostgreSQL, where psycopg2's executemany costs a round trip per row, the rows
     travel in pages of statements (`execute_batch`).
     """
     with peewee.__exception_wrapper__:
-        if is_postgres():
+        cursor = db.cursor()
+        if is_postgres() and len(rows) > 1:
             from psycopg2.extras import execute_batch
 
-            execute_batch(db.cursor(), sql, rows, page_size=PAGE_SIZE)
+            execute_batch(cursor, sql, rows, page_size=PAGE_SIZE)
+            return None
+        if len(rows) == 1:
+            cursor.execute(sql, rows[0])
         else:
-            db.cursor().executemany(sql, rows)
+            cursor.executemany(sql, rows)
+        return cursor.rowcount
 
 
 def insert_rows(model, rows: list[dict], names: list[str] | None = None,
@@ -193,23 +199,32 @@ def transaction():
     """One write transaction, or a savepoint inside an outer one.
 
     Every service write runs in here, so an outer caller (an atomic batch, a
-    job) can wrap several writes in one transaction. Callbacks registered with
-    `on_commit` run once the outermost transaction has committed, and are
-    dropped with any part of it that rolls back. Rows loaded ahead are dropped.
+    job) can wrap several writes in one transaction. What was `stage`d is
+    flushed just before the outermost transaction commits; callbacks registered
+    with `on_commit` run once it has committed. Both are dropped with any part
+    of it that rolls back. Rows loaded ahead are dropped.
     """
     loaded = _loaded_ahead.get()
     if loaded:
         loaded.clear()
     outermost = not db.in_transaction()
-    if outermost or not hasattr(_local, "callbacks"):
-        _local.callbacks = []
-    mark = len(_local.callbacks)
+    if outermost or not getattr(_local, "active", False):
+        _local.callbacks, _local.staged = [], []
+    marks = len(_local.callbacks), len(_local.staged)
     try:
         with db.atomic() as txn:
+            if outermost:
+                _local.active = True
             yield txn
+            if outermost:
+                _flush_staged()
     except BaseException:
-        del _local.callbacks[mark:]
+        del _local.callbacks[marks[0]:]
+        del _local.staged[marks[1]:]
         raise
+    finally:
+        if outermost:
+            _local.active = False
     if outermost:
         callbacks, _local.callbacks = _local.callbacks, []
         for callback in callbacks:
@@ -219,12 +234,33 @@ def transaction():
                 log.exception("after-commit callback failed")
 
 
+def stage(flush, item) -> None:
+    """Hold `item` until the current transaction is about to commit, then hand it, with
+    every other item staged for the same `flush`, to `flush(items)` (in staging order),
+    inside the transaction: the last statements before COMMIT."""
+    if not (db.in_transaction() and getattr(_local, "active", False)):
+        raise RuntimeError("stage() needs a transaction() around it")
+    _local.staged.append((flush, item))
+
+
+def _flush_staged() -> None:
+    while _local.staged:
+        staged, _local.staged = _local.staged, []
+        groups: dict = {}
+        for flush, item in staged:
+            groups.setdefault(flush, []).append(item)
+        for flush, items in groups.items():
+            flush(items)
+
+
 def on_commit(callback) -> None:
     """Run `callback` after the current transaction commits (at once when there is none)."""
-    if db.in_transaction() and hasattr(_local, "callbacks"):
+    if not db.in_transaction():
+        callback()
+    elif getattr(_local, "active", False):
         _local.callbacks.append(callback)
     else:
-        callback()
+        raise RuntimeError("on_commit() inside a transaction needs a transaction() around it")
 
 
 def init_app(app) -> None:

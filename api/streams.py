@@ -4,10 +4,15 @@ Committed events are published on `quiver:events:<account>` (see
 `services/events.py`). Each web process runs one `Hub` thread subscribed to
 all of them, which hands every message to the queues of the streams open in
 that process for that account. A stream therefore costs one thread (a gthread
-worker thread) and a queue, not a Redis connection. When the subscription is
-lost (Redis restarts), events published meanwhile never reach the hub, so once
-it is back every open stream re-reads the event log from shortly before the
-outage and sends what it has not sent yet: open streams stay exactly-once.
+worker thread) and a queue, not a Redis connection.
+
+Each stream follows its account's log by position (`LogFollower`): messages
+from Redis may arrive out of commit order (they come from many processes), so
+an event that is not the next position makes the stream read the log from
+where it stands. When the subscription is lost (Redis restarts), events
+published meanwhile never reach the hub, so once it is back every open stream
+reads the log the same way. Every stream therefore sends each event once, in
+commit order; what it cannot replay in full it answers with a `reset`.
 """
 
 import json
@@ -16,35 +21,95 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 
 import redis
 
 from api import redis_conn
+from api.services import events
 from api.services.events import CHANNEL
-from api.timeutil import utcnow
+from api.store import db
 
 log = logging.getLogger("quiver.streams")
 
 SHUTDOWN = object()
-RESYNC_MARGIN = timedelta(seconds=5)
-
-
-@dataclass(frozen=True)
-class Resync:
-    """Put into open streams after an outage: re-read the event log from `since`."""
-
-    since: datetime
+RESYNC = object()
+RESET = 'data: {"type":"reset"}\n\n'
 
 
 @dataclass(eq=False)
 class Subscription:
-    """One open stream: its account, its filter and the queue the hub fills."""
+    """One open stream: its account and the queue of messages the hub fills."""
 
     account_id: str
-    accepts: callable
     messages: queue.Queue = field(default_factory=lambda: queue.Queue(maxsize=10000))
     overflowed: bool = False
+
+
+def format_event(event: dict) -> str:
+    """One event as an SSE message."""
+    return f"id: {event['id']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"
+
+
+class LogFollower:
+    """Where one stream stands in its account's event log, and what it sends next.
+
+    `position` is the last position the stream has passed (sent, or filtered
+    out). Every method returns the SSE messages to send, in commit order.
+    """
+
+    def __init__(self, account_id: str, accepts, replay_limit: int):
+        self.account_id = account_id
+        self.accepts = accepts
+        self.replay_limit = replay_limit
+        self.position = 0
+
+    def start(self) -> list[str]:
+        """Begin at the end of the log: only events committed from now on."""
+        with db.connection_context():
+            self.position = events.head(self.account_id)
+        return []
+
+    def resume(self, last_event_id: str) -> list[str]:
+        """Replay what followed the event `last_event_id`; a reset when it is not in the log."""
+        with db.connection_context():
+            position = events.position_of(self.account_id, last_event_id)
+        if position is None:
+            return self._reset()
+        self.position = position
+        return self.catch_up()
+
+    def catch_up(self) -> list[str]:
+        """Send what the log holds after `position` (a reset when it is over the limit)."""
+        with db.connection_context():
+            rows = events.after(self.account_id, self.position, self.replay_limit + 1)
+        if len(rows) > self.replay_limit:
+            return self._reset()
+        sent = []
+        for row in rows:
+            event = events.as_json(row)
+            if self.accepts(event):
+                sent.append(format_event(event))
+            self.position = row.position
+        return sent
+
+    def live(self, message: list[dict]) -> list[str]:
+        """Send a published message's events, reading the log first when one came before them."""
+        sent = []
+        for item in message:
+            position = item["position"]
+            if position > self.position + 1:
+                sent += self.catch_up()  # it was committed, so the log holds all before it
+            if position <= self.position:
+                continue
+            if self.accepts(item["event"]):
+                sent.append(format_event(item["event"]))
+            self.position = position
+        return sent
+
+    def _reset(self) -> list[str]:
+        with db.connection_context():
+            self.position = events.head(self.account_id)
+        return [RESET]
 
 
 class Hub:
@@ -57,8 +122,8 @@ class Hub:
         self._stopping = threading.Event()
         self.connected = threading.Event()
 
-    def subscribe(self, account_id: str, accepts) -> Subscription:
-        subscription = Subscription(account_id, accepts)
+    def subscribe(self, account_id: str) -> Subscription:
+        subscription = Subscription(account_id)
         with self._lock:
             self._subscriptions.setdefault(account_id, set()).add(subscription)
             if self._thread is None or not self._thread.is_alive():
@@ -89,19 +154,22 @@ class Hub:
         with self._lock:
             for members in self._subscriptions.values():
                 for subscription in members:
-                    subscription.messages.put_nowait(marker)
+                    try:
+                        subscription.messages.put_nowait(marker)
+                    except queue.Full:
+                        subscription.overflowed = True
 
     def _run(self) -> None:
         backoff = 0.5
-        lost_at = None
+        lost = False
         while not self._stopping.is_set():
             pubsub = None
             try:
                 pubsub = redis_conn.client().pubsub(ignore_subscribe_messages=True)
                 pubsub.psubscribe(f"{CHANNEL}:*")
-                if lost_at is not None:
-                    self._broadcast(Resync(lost_at - RESYNC_MARGIN))
-                    lost_at = None
+                if lost:
+                    self._broadcast(RESYNC)
+                    lost = False
                 self.connected.set()
                 backoff = 0.5
                 while not self._stopping.is_set():
@@ -110,7 +178,7 @@ class Hub:
                         self._dispatch(message)
             except (redis.RedisError, OSError) as exc:
                 self.connected.clear()
-                lost_at = lost_at or utcnow()
+                lost = True
                 log.warning("event subscription lost (%s); retrying in %.1fs", exc, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 10)
@@ -124,13 +192,12 @@ class Hub:
             members = list(self._subscriptions.get(account_id, ()))
         if not members:
             return
-        for event in json.loads(message["data"]):
-            for subscription in members:
-                if subscription.accepts(event):
-                    try:
-                        subscription.messages.put_nowait(event)
-                    except queue.Full:
-                        subscription.overflowed = True
+        parsed = json.loads(message["data"])
+        for subscription in members:
+            try:
+                subscription.messages.put_nowait(parsed)
+            except queue.Full:
+                subscription.overflowed = True
 
 
 hub = Hub()

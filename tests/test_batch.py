@@ -451,9 +451,8 @@ def test_atomic_failure_publishes_nothing(api, account, backend_env):
     def received_at_least(count: int):
         message = pubsub.get_message(timeout=0.1)
         if message and message["type"] == "message":
-            payload = json.loads(message["data"])
-            # A message is one event or a JSON array of the events of one commit.
-            received.extend(payload if isinstance(payload, list) else [payload])
+            # A message is the events of one commit, each with its position in the log.
+            received.extend(item["event"] for item in json.loads(message["data"]))
         return len(received) >= count
 
     try:

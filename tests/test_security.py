@@ -842,9 +842,11 @@ def test_lists_streams_and_graphql_never_show_another_accounts_records(app, worl
 
 
 def _replay(key: ApiClient, path: str, until: str) -> str:
-    """A stream's replay of everything (`lastEventId=evt_0`), read up to the event carrying
-    record `until` (or the first heartbeat, should it never come)."""
-    response = key.get(path, query_string={"lastEventId": "evt_0"})
+    """A stream's replay of everything after the account's first event, read up to the event
+    carrying record `until` (or the first heartbeat, should it never come)."""
+    log = key.get("/events", query_string={"limit": 100}).get_json()
+    assert not log["meta"]["hasNextPage"]
+    response = key.get(path, query_string={"lastEventId": log["data"][-1]["id"]})
     assert response.status_code == 200, response.get_data(as_text=True)
     text = ""
     try:

@@ -43,7 +43,6 @@ from tests.procs import free_port, start_gunicorn, stop_process, wait_for
 HEARTBEAT = 1.0
 CONNECTED = '{"type":"connected"}'
 EVENT_ID = re.compile(r"evt_[0-9A-HJKMNP-TV-Z]{26}")
-FIRST_EVENT_ID = "evt_00000000000000000000000000"
 
 
 # --- a minimal SSE client ------------------------------------------------------------------------
@@ -496,6 +495,7 @@ def test_a_stream_never_carries_another_accounts_events(server, account, other_a
                                                         open_stream):
     mine = Rest(server, account.api.key)
     theirs = Rest(server, other_account.api.key)
+    their_first = theirs.task("account B first")
     their_stream = open_stream(server, key=theirs.key)
     my_stream = open_stream(server, key=mine.key)
 
@@ -508,11 +508,15 @@ def test_a_stream_never_carries_another_accounts_events(server, account, other_a
     mine_again = mine.task("account A again")
     assert my_stream.next_event()["data"]["id"] == mine_again["id"]
 
-    # Replaying from before everything gives only the key's own account's events.
-    replay = open_stream(server, key=theirs.key, params={"lastEventId": FIRST_EVENT_ID})
+    # Replaying from the account's first event gives only its own events; another
+    # account's event id is not in its log, so resuming from one is a reset.
     their_log = theirs.event_log()
-    assert [e["data"]["id"] for e in their_log] == [their_task["id"]]
-    assert replay.next_event() == their_log[0]
+    assert [e["data"]["id"] for e in their_log] == [their_first["id"], their_task["id"]]
+    replay = open_stream(server, key=theirs.key, params={"lastEventId": their_log[0]["id"]})
+    assert replay.next_event() == their_log[1]
+    my_first = mine.event_log()[0]["id"]
+    foreign = open_stream(server, key=theirs.key, params={"lastEventId": my_first})
+    assert json.loads(foreign.next_message()["data"]) == {"type": "reset"}
     sentinel = theirs.task("account B again")
     assert replay.next_event()["data"]["id"] == sentinel["id"]
 

@@ -16,6 +16,7 @@ from api.http import json_body, success
 from api.rate_limit import limited
 from api.services import bulk
 from api.services.records import service_for
+from api.services.writes import WriteResult
 
 
 class StrictBoolean(fields.Boolean):
@@ -108,7 +109,7 @@ def _parse(schema: type[Schema], list_name: str) -> dict:
     return parsed
 
 
-def _body(entity: Entity, count_name: str, result: bulk.BulkResult, return_failures: bool) -> dict:
+def _body(entity: Entity, count_name: str, result: WriteResult, return_failures: bool) -> dict:
     service = service_for(entity.name)
     data = {
         count_name: len(result.rows),

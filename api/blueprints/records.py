@@ -26,7 +26,8 @@ from api.entities import ENTITIES
 from api.entities.base import Entity
 from api.http import json_body, no_content, success
 from api.query import ListQuery, parse_list_args, parse_shape
-from api.services.records import Page, etag, etag_matches, reads_record, service_for
+from api.services.records import Page, reads_record, service_for
+from api.services.writes import etag, etag_matches
 
 BASE = "/api/v1"
 

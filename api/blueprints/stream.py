@@ -3,15 +3,15 @@
 The first message is `data: {"type":"connected"}`; then each event as an
 unnamed message with `id:` and `data:`; `: ping` comments every
 `SSE_HEARTBEAT_SECONDS`. `Last-Event-ID` (or `?lastEventId=`) replays the
-events committed after that id from the event log, then continues live with
-no gap and no duplicate at the seam. A revoked key's stream closes at the next
+events committed after that one from the event log, in commit order, then
+continues live with no gap and no duplicate (`api.streams.LogFollower`); when
+the id is not in the log or more than `SSE_REPLAY_LIMIT` events were missed,
+`data: {"type":"reset"}` comes instead of the replay. A revoked key's stream closes at the next
 heartbeat. Auth by Bearer header or `?access_token=` (for EventSource).
 """
 
-import json
 import queue
 import time
-from collections import OrderedDict
 
 from flask import Response, request
 from flask_smorest import Blueprint
@@ -21,22 +21,17 @@ from api.auth import accepts_query_token, current_account_id, requires
 from api.docs import SSE_EVENT_SCHEMA, ErrorSchema, entity_path_parameter
 from api.entities import BY_PATH
 from api.errors import APIError, NotFound, ValidationFailed
-from api.models import ApiKey, Event
+from api.models import ApiKey
 from api.services import events
 from api.store import db
-from api.streams import SHUTDOWN, Resync, hub
+from api.streams import RESYNC, SHUTDOWN, LogFollower, hub
 
 blp = Blueprint("stream", __name__, url_prefix="/api/v1/stream",
                 description="Server-Sent Events of the account's events (read scope).")
 
-REPLAY_LIMIT = 10000
 RETRY_MS = 3000
 CONNECTED = '{"type":"connected"}'
 STREAM_PARAMS = ("types", "lastEventId", "access_token")
-
-
-def _format(event: dict) -> str:
-    return f"id: {event['id']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"
 
 
 def _filter(prefix: str | None, types: set[str] | None):
@@ -60,34 +55,6 @@ def _parse_types() -> set[str] | None:
     return types
 
 
-def _replay(account_id: str, accepts, after: str | None = None, since=None) -> list[dict]:
-    """Events from the log after an event id, or created since a time, oldest first."""
-    condition = Event.account_id == account_id
-    if after is not None:
-        condition &= Event.id > after
-    if since is not None:
-        condition &= Event.created_at >= since
-    with db.connection_context():
-        rows = Event.select().where(condition).order_by(Event.id).limit(REPLAY_LIMIT)
-        return [e for e in (events.as_json(r) for r in rows) if accepts(e)]
-
-
-class SentIds:
-    """The ids a stream has sent lately (bounded), so nothing is sent twice."""
-
-    def __init__(self, capacity: int = 50_000):
-        self.capacity = capacity
-        self.ids: OrderedDict[str, None] = OrderedDict()
-
-    def add(self, event_id: str) -> None:
-        self.ids[event_id] = None
-        if len(self.ids) > self.capacity:
-            self.ids.popitem(last=False)
-
-    def __contains__(self, event_id: str) -> bool:
-        return event_id in self.ids
-
-
 def _key_revoked(key_id: str) -> bool:
     with db.connection_context():
         key = ApiKey.get_or_none(ApiKey.id == key_id)
@@ -108,38 +75,32 @@ def _open(prefix: str | None):
     account_id, key_id = current_account_id(), g.api_key.id
 
     def generate():
-        subscription = hub.subscribe(account_id, accepts)
+        subscription = hub.subscribe(account_id)
         try:
             # On a fresh process the hub thread may not have subscribed yet: an event
             # published before it does would be lost to a client already told "connected".
             hub.connected.wait(timeout=5)
             yield f"retry: {RETRY_MS}\ndata: {CONNECTED}\n\n"
-            sent = SentIds()
-            if last_id:
-                for event in _replay(account_id, accepts, after=last_id):
-                    sent.add(event["id"])
-                    yield _format(event)
+            follower = LogFollower(account_id, accepts, settings.sse_replay_limit)
+            yield from follower.resume(last_id) if last_id else follower.start()
             checked = time.monotonic()
             while True:
                 try:
-                    event = subscription.messages.get(timeout=settings.sse_heartbeat_seconds)
+                    message = subscription.messages.get(timeout=settings.sse_heartbeat_seconds)
                 except queue.Empty:
-                    event = None
+                    message = None
                 if time.monotonic() - checked >= settings.sse_heartbeat_seconds:
                     if _key_revoked(key_id) or subscription.overflowed:
                         return
                     checked = time.monotonic()
-                if event is None:
+                if message is None:
                     yield ": ping\n\n"
-                    continue
-                if event is SHUTDOWN:
+                elif message is SHUTDOWN:
                     return
-                replayed = (_replay(account_id, accepts, since=event.since)
-                            if isinstance(event, Resync) else [event])
-                for item in replayed:
-                    if item["id"] not in sent:
-                        sent.add(item["id"])
-                        yield _format(item)
+                elif message is RESYNC:
+                    yield from follower.catch_up()
+                else:
+                    yield from follower.live(message)
         finally:
             hub.unsubscribe(subscription)
 

@@ -1,19 +1,18 @@
 """Generic record service: list, get, create, update, replace and delete for any entity.
 
-REST, bulk, batch, GraphQL and jobs all call this; nothing else writes entity
-rows. Every method is scoped to one account: another account's record is
-simply not found.
+REST, batch, GraphQL and jobs call this; its writes, like bulk's, go through
+the write engine (`api.services.writes`), and nothing else writes entity rows.
+Every method is scoped to one account: another account's record is simply not
+found.
 """
 
 from dataclasses import dataclass
 
 import peewee
-from marshmallow import ValidationError
 
-from api.entities import DELETE_HOOKS, ENTITIES, referencing
+from api.entities import ENTITIES
 from api.entities.base import Entity
-from api.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed, flatten_messages
-from api.ids import new_id
+from api.errors import NotFound
 from api.query import (
     ListQuery,
     cursor_values,
@@ -23,18 +22,9 @@ from api.query import (
     order_by,
     search_expression,
 )
-from api.services import events
-from api.store import (
-    db,
-    fetch_models,
-    fetch_of_account,
-    ids_of_account,
-    is_postgres,
-    loaded_ahead,
-    take_loaded,
-    transaction,
-)
-from api.timeutil import utcnow
+from api.services.validation import Validator
+from api.services.writes import Change, raise_first, writer_for
+from api.store import db, fetch_models, fetch_of_account, ids_of_account, loaded_ahead, take_loaded
 
 
 @dataclass
@@ -45,19 +35,6 @@ class Page:
     total: int
     has_next: bool
     next_cursor: str | None
-
-
-def etag(row) -> str:
-    """The strong ETag of a stored record: its id and stored version."""
-    return f'"{row.id}.{row.version}"'
-
-
-def etag_matches(header: str, row, weak: bool = False) -> bool:
-    """True when an `If-Match` (strong comparison) or `If-None-Match` (`weak=True`) names `row`."""
-    tags = [t.strip() for t in header.split(",")]
-    if weak:
-        tags = [t[2:] if t.startswith("W/") else t for t in tags]
-    return "*" in tags or etag(row) in tags
 
 
 def reads_record(entity_name: str):
@@ -81,14 +58,12 @@ def read_ahead(account_id: str, ids_by_entity: dict[str, list[str]]):
     return loaded_ahead(rows)
 
 
-class RecordService:
-    """Reads and writes of one entity's records."""
+class RecordService(Validator):
+    """Reads of one entity's records, and its single-record writes (through the engine)."""
 
     def __init__(self, entity: Entity):
-        self.entity = entity
-        self.model = entity.model
-        self.schema = entity.schema()
-        self.partial_schema = entity.schema(partial=True)
+        super().__init__(entity)
+        self.writer = writer_for(entity.name)
 
     def _scoped(self, account_id: str):
         return self.model.select().where(self.model.account_id == account_id)
@@ -114,14 +89,12 @@ class RecordService:
                                         rows[-1].id)
         return Page(rows, total, has_next, next_cursor)
 
-    def get(self, account_id: str, record_id: str, for_update: bool = False):
+    def get(self, account_id: str, record_id: str):
         """The record, or 404 (also for another account's id)."""
-        if not for_update:
-            row = take_loaded((self.entity.name, account_id, record_id))
-            if row is not None:
-                return row
-        where = (f'"id" = {db.param} AND "account_id" = {db.param}'
-                 + (" FOR UPDATE" if for_update and is_postgres() else ""))
+        row = take_loaded((self.entity.name, account_id, record_id))
+        if row is not None:
+            return row
+        where = f'"id" = {db.param} AND "account_id" = {db.param}'
         # No id holds a NUL, and PostgreSQL refuses one in a query (a 500 otherwise).
         rows = [] if "\x00" in record_id else fetch_models(self.model, where,
                                                              (record_id, account_id))
@@ -176,143 +149,26 @@ class RecordService:
             data = [{k: v for k, v in item.items() if k in keep} for item in data]
         return data
 
-    def validate(self, payload: dict, partial: bool) -> dict:
-        """Schema-check a JSON body: unknown or read-only fields and bad values are 400s."""
-        (values,) = self.validate_many([payload], partial)
-        if isinstance(values, ValidationFailed):
-            raise values
-        return values
-
-    def validate_many(self, payloads: list[dict], partial: bool) -> list:
-        """`validate` for many payloads in one schema pass (bulk writes).
-
-        Returns, in order, each payload's values or its `ValidationFailed`.
-        """
-        read_only = self.entity.read_only_fields
-        errors = [{name: ["This field is read-only."] for name in payload if name in read_only}
-                  for payload in payloads]
-        clean = [{k: v for k, v in payload.items() if k not in error}
-                 for payload, error in zip(payloads, errors)]
-        try:
-            values = (self.partial_schema if partial else self.schema).load(clean, many=True)
-        except ValidationError as exc:
-            values = exc.valid_data
-            for index, messages in exc.messages.items():
-                errors[index].update(flatten_messages(messages))
-        return [ValidationFailed(error) if error else value for value, error in zip(values, errors)]
-
-    def check_references(self, account_id: str, values: dict) -> None:
-        """Every referenced record exists in the account, or a 400 naming the field."""
-        errors = {}
-        for relation in self.entity.relations:
-            ref = values.get(relation.attribute)
-            if ref is None:
-                continue
-            target = ENTITIES[relation.target]
-            exists = target.model.select(target.model.id).where(
-                (target.model.id == ref) & (target.model.account_id == account_id)).exists()
-            if not exists:
-                errors[self._json_name(relation.attribute)] = [
-                    f"{target.title} {ref} does not exist."]
-        if errors:
-            raise ValidationFailed(errors)
-
-    def _json_name(self, attribute: str) -> str:
-        return next(s.json_name for s in self.entity.fields.values() if s.attribute == attribute)
-
     def create(self, account_id: str, payload: dict):
         """Validate and insert one record; returns the stored row."""
-        values = self.validate(payload, partial=False)
-        with transaction():
-            self.check_references(account_id, values)
-            if self.entity.before_write:
-                self.entity.before_write(values, None)
-            now = utcnow()
-            row = self.model(id=new_id(self.entity.prefix), account_id=account_id, version=1,
-                             created_at=now, updated_at=now, **values)
-            self.write(lambda: row.save(force_insert=True))
-            events.emit(account_id, f"{self.entity.name}.created", [self.entity.dump(row)])
-        return row
+        result = self.writer.create_many(account_id, [payload], raise_first)
+        return self._model(result.rows[0])
 
     def update(self, account_id: str, record_id: str, payload: dict, *, replace: bool = False,
                if_match: str | None = None):
         """PATCH (partial) or PUT (`replace=True`) one record; returns the stored row."""
-        values = self.validate(payload, partial=not replace)
-        with transaction():
-            row = self.get(account_id, record_id, for_update=True)
-            if if_match is not None and not etag_matches(if_match, row):
-                raise PreconditionFailed()
-            self.check_references(account_id, values)
-            if self.entity.before_write:
-                self.entity.before_write(values, row.__data__)
-            previous = self.entity.previous_attributes(row.__data__, values)
-            if not previous:
-                return row
-            values["updated_at"] = utcnow()
-            values["version"] = row.version + 1
-            query = self.model.update(**values).where(
-                (self.model.id == row.id) & (self.model.version == row.version))
-            if self.write(query.execute) != 1:
-                raise PreconditionFailed("The record changed while it was being updated.")
-            for name, value in values.items():
-                setattr(row, name, value)
-            events.emit(account_id, f"{self.entity.name}.updated", [self.entity.dump(row)],
-                        [previous])
-        return row
+        change = Change(0, record_id, payload, if_match)
+        return self.writer.update_many(account_id, [change], raise_first, replace=replace).rows[0]
 
     def delete(self, account_id: str, record_id: str, if_match: str | None = None):
         """Delete one record with its cascades; returns the row as it was."""
-        with transaction():
-            row = self.get(account_id, record_id, for_update=True)
-            if if_match is not None and not etag_matches(if_match, row):
-                raise PreconditionFailed()
-            self.detach_dependents(account_id, [row.id])
-            self.model.delete().where(self.model.id == row.id).execute()
-            events.emit(account_id, f"{self.entity.name}.deleted", [self.entity.dump(row)])
+        target = Change(0, record_id, {}, if_match)
+        return self.writer.delete_many(account_id, [target], raise_first).rows[0]
+
+    def _model(self, values: dict):
+        row = self.model(__no_default__=True)
+        row.__data__ = values
         return row
-
-    def detach_dependents(self, account_id: str, ids: list[str]) -> None:
-        """Apply each referencing relation's `on_delete` to the records pointing at `ids`.
-
-        Cascaded deletes emit `*.deleted` and nulled references `*.updated`, like any write.
-        """
-        now = utcnow()
-        for hook in DELETE_HOOKS.get(self.entity.name, ()):
-            hook(account_id, ids)
-        for entity, relation in referencing(self.entity.name):
-            model = entity.model
-            pointing = (getattr(model, relation.attribute).in_(ids)) & (model.account_id == account_id)
-            dependents = list(model.select().where(pointing))
-            if not dependents:
-                continue
-            if relation.on_delete == "cascade":
-                service_for(entity.name).detach_dependents(account_id, [r.id for r in dependents])
-                model.delete().where(pointing).execute()
-                events.emit(account_id, f"{entity.name}.deleted", [entity.dump(r) for r in dependents])
-                continue
-            model.update(**{relation.attribute: None, "updated_at": now,
-                            "version": model.version + 1}).where(pointing).execute()
-            previous = [entity.previous_attributes(r.__data__, {relation.attribute: None})
-                        for r in dependents]
-            for r in dependents:
-                setattr(r, relation.attribute, None)
-                r.updated_at, r.version = now, r.version + 1
-            events.emit(account_id, f"{entity.name}.updated", [entity.dump(r) for r in dependents],
-                        previous)
-
-    def write(self, operation):
-        """Run a write, turning integrity errors into 409 (unique) or 400 (vanished reference)."""
-        try:
-            return operation()
-        except peewee.IntegrityError as exc:
-            message = str(exc).lower()
-            if "unique" in message or "duplicate" in message:
-                raise Conflict(f"A {self.entity.name} with these values already exists.",
-                               self._unique_details()) from exc
-            raise ValidationFailed({"_schema": ["A referenced record no longer exists."]}) from exc
-
-    def _unique_details(self) -> dict:
-        return {name: ["Already in use."] for name in self.entity.unique}
 
 
 _SERVICES: dict[str, RecordService] = {}
