@@ -14,6 +14,8 @@ from flask_limiter.errors import RateLimitExceeded
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from api.store import is_write_conflict
+
 log = logging.getLogger("quiver.errors")
 
 CODES = {
@@ -161,6 +163,9 @@ _PROGRAMMING_ERRORS = ("no such table", "no such column", "syntax error")
 def _handle_backend_down(error: Exception):
     if any(marker in str(error) for marker in _PROGRAMMING_ERRORS):
         return _handle_unexpected(error)
+    if is_write_conflict(error):
+        return error_response(409, "CONFLICT", "The write collided with a concurrent one and was "
+                                               "rolled back; send it again.")
     backend = "redis" if isinstance(error, redis.RedisError) else "database"
     log.error("backing service unavailable: %s: %s", backend, error,
               extra={"request_id": g.get("request_id")})

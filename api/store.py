@@ -253,6 +253,33 @@ def _flush_staged() -> None:
             flush(items)
 
 
+WRITE_CONFLICT_CODES = ("40P01", "40001")  # PostgreSQL: deadlock_detected, serialization_failure
+
+
+def is_write_conflict(exc: BaseException) -> bool:
+    """True when PostgreSQL rolled a transaction back for a concurrent one (a deadlock or a
+    serialization failure): nothing was written, and the same work may simply run again."""
+    original = exc.args[0] if exc.args else None
+    return getattr(original, "pgcode", None) in WRITE_CONFLICT_CODES
+
+
+def retried(operation):
+    """Decorate a function that runs one transaction: when it is the outermost one and is
+    rolled back as a write conflict, run it again (three tries in all)."""
+
+    @functools.wraps(operation)
+    def run(*args, **kwargs):
+        for attempt in range(3):
+            try:
+                return operation(*args, **kwargs)
+            except peewee.OperationalError as exc:
+                if attempt == 2 or db.in_transaction() or not is_write_conflict(exc):
+                    raise
+                log.info("write conflict (%s); running the transaction again", exc)
+
+    return run
+
+
 def on_commit(callback) -> None:
     """Run `callback` after the current transaction commits (at once when there is none)."""
     if not db.in_transaction():

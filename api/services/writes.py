@@ -14,6 +14,10 @@ file imports and the cascades of a delete. Each operation
   they change and guarded by `WHERE id = ? AND version = ?`, deletes by `IN`;
 - emits one event per record written, built from the row as written.
 
+An operation that is the outermost transaction runs again when PostgreSQL
+rolls it back for a deadlock (`store.retried`); inside an outer transaction
+(an atomic batch) the conflict is the request's 409.
+
 Items that fail become `Failure`s. `on_failure(failures)` decides what they
 mean: it raises (nothing is written: a single write's error, or a bulk
 request's all-or-nothing 400), or it is None and the other items are written.
@@ -30,7 +34,16 @@ from api.errors import APIError, Conflict, NotFound, PreconditionFailed, Validat
 from api.ids import new_id
 from api.services import events
 from api.services.validation import Validator
-from api.store import db, execute_many, fetch_models, ids_of_account, insert_rows, is_postgres, transaction
+from api.store import (
+    db,
+    execute_many,
+    fetch_models,
+    ids_of_account,
+    insert_rows,
+    is_postgres,
+    retried,
+    transaction,
+)
 from api.timeutil import utcnow
 
 IN_CHUNK = 500
@@ -112,6 +125,7 @@ def _chunks(values: list, size: int = IN_CHUNK):
 class RecordWriter(Validator):
     """The write engine of one entity (see the module docstring)."""
 
+    @retried
     def create_many(self, account_id: str, items: list, on_failure: FailurePolicy) -> WriteResult:
         """Create a record per item (a JSON object, as for `POST /{entity}`)."""
         entity = self.entity
@@ -135,6 +149,7 @@ class RecordWriter(Validator):
             events.emit(account_id, f"{entity.name}.created", data)
         return WriteResult(rows, failures, data)
 
+    @retried
     def update_many(self, account_id: str, changes: list[Change], on_failure: FailurePolicy,
                     *, replace: bool = False, failures: list[Failure] | None = None) -> WriteResult:
         """Apply each change (PATCH, or PUT with `replace=True`) to its locked, current row.
@@ -213,6 +228,7 @@ class RecordWriter(Validator):
         if written is not None and written != len(members):
             raise PreconditionFailed("The record changed while it was being updated.")
 
+    @retried
     def delete_many(self, account_id: str, targets: list[Change], on_failure: FailurePolicy
                     ) -> WriteResult:
         """Delete each target's record (checking its `If-Match`) with its cascades; the
