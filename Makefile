@@ -4,9 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 FUZZ_EXAMPLES ?= 200
+CONSISTENCY_SECONDS ?= 300
 export FLASK_APP := wsgi
 
-.PHONY: install run migrate test test-sqlite test-postgres lint bench bench-core soak fuzz clean
+.PHONY: install run migrate test test-sqlite test-postgres lint bench bench-core soak check-consistency fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -64,6 +65,12 @@ bench-core: migrate
 
 soak: install
 	$(BIN)/python -m bench.soak
+
+# Concurrent single, bulk, batch, GraphQL and import writes on a few shared records (two servers and
+# a worker on PostgreSQL), then checks ETags, If-Match, the event log against the rows, and SSE
+# streams and an events poller against the log. Exits non-zero on any violation.
+check-consistency: install
+	CONSISTENCY_SECONDS=$(CONSISTENCY_SECONDS) $(BIN)/python -m bench.consistency
 
 # schemathesis over every operation of the OpenAPI document, against a real gunicorn on
 # PostgreSQL when one answers (else SQLite): every phase, FUZZ_EXAMPLES cases per operation.
