@@ -259,8 +259,8 @@ WRITE_CONFLICT_CODES = ("40P01", "40001")  # PostgreSQL: deadlock_detected, seri
 def is_write_conflict(exc: BaseException) -> bool:
     """True when PostgreSQL rolled a transaction back for a concurrent one (a deadlock or a
     serialization failure): nothing was written, and the same work may simply run again."""
-    original = exc.args[0] if exc.args else None
-    return getattr(original, "pgcode", None) in WRITE_CONFLICT_CODES
+    causes = (exc, getattr(exc, "orig", None), exc.__context__)  # peewee keeps the driver's as `orig`
+    return any(getattr(cause, "pgcode", None) in WRITE_CONFLICT_CODES for cause in causes)
 
 
 def retried(operation):
