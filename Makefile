@@ -7,7 +7,7 @@ FUZZ_EXAMPLES ?= 200
 CONSISTENCY_SECONDS ?= 300
 export FLASK_APP := wsgi
 
-.PHONY: install run migrate test test-sqlite test-postgres lint bench bench-core soak check-consistency fuzz clean
+.PHONY: install run migrate test test-sqlite test-postgres lint bench bench-core soak check-consistency check-consistency-bounded fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -41,6 +41,7 @@ test: install
 	$(BIN)/ruff check .
 	$(MAKE) --no-print-directory test-sqlite
 	$(MAKE) --no-print-directory test-postgres
+	$(MAKE) --no-print-directory check-consistency-bounded
 
 test-sqlite: install
 	env -u TEST_DATABASE_URL $(BIN)/pytest
@@ -65,12 +66,22 @@ bench-core: migrate
 
 soak: install
 	$(BIN)/python -m bench.soak
+	$(MAKE) --no-print-directory check-consistency
 
 # Concurrent single, bulk, batch, GraphQL and import writes on a few shared records (two servers and
 # a worker on PostgreSQL), then checks ETags, If-Match, the event log against the rows, and SSE
 # streams and an events poller against the log. Exits non-zero on any violation.
 check-consistency: install
 	CONSISTENCY_SECONDS=$(CONSISTENCY_SECONDS) $(BIN)/python -m bench.consistency
+
+# The same for 60 s, in `make test`, whenever a PostgreSQL answers.
+check-consistency-bounded: install
+	@URL=$$($(BIN)/python -m tests.backends); \
+	if [ -n "$$URL" ]; then \
+		TEST_DATABASE_URL="$$URL" CONSISTENCY_SECONDS=60 $(BIN)/python -m bench.consistency; \
+	else \
+		echo "No PostgreSQL reachable (set TEST_DATABASE_URL): skipped the consistency check"; \
+	fi
 
 # schemathesis over every operation of the OpenAPI document, against a real gunicorn on
 # PostgreSQL when one answers (else SQLite): every phase, FUZZ_EXAMPLES cases per operation.
