@@ -17,6 +17,7 @@ order the writes committed in).
 """
 
 import json
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -156,9 +157,7 @@ def test_follower_resets_on_an_unknown_id_or_too_long_a_gap(app, api, account):
 
 @pytest.fixture(scope="module")
 def short_replay_server(app, backend_env):
-    """gunicorn whose streams replay at most 3 events."""
-    import os
-
+    """gunicorn whose streams replay at most 3 events (heartbeat every second)."""
     port = free_port()
     env = {**os.environ, **backend_env, "WEB_CONCURRENCY": "1", "WEB_THREADS": "32",
            "SSE_HEARTBEAT_SECONDS": "1", "SSE_REPLAY_LIMIT": "3", "LOG_LEVEL": "WARNING"}
@@ -280,3 +279,36 @@ def test_concurrent_single_bulk_batch_and_if_match_writes_keep_every_promise(
         for name, value in after.get("previousAttributes", {}).items():
             assert before["data"][name] == value, "the log's order is not the commit order"
     assert log[-1]["data"] == final.json()["data"]
+
+
+def test_an_event_whose_publish_was_lost_arrives_within_a_heartbeat(
+        short_replay_server, api, account, monkeypatch):
+    """The in-process app commits a task but cannot publish it; the server's stream, idle
+    (past its first heartbeat), still sends it at its next heartbeat (one second here)."""
+    response = requests.get(f"{short_replay_server}{BASE}/stream", stream=True, timeout=(5, 10),
+                            headers={"Authorization": f"Bearer {account.api.key}"})
+    idle, data = threading.Event(), []
+
+    def read():
+        for line in response.iter_lines(decode_unicode=True):
+            if line == ": ping":
+                idle.set()
+            elif line.startswith("data: ") and line != 'data: {"type":"connected"}':
+                data.append(line[6:])
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert idle.wait(timeout=10)
+
+        class Unreachable:
+            def publish(self, *args):
+                raise ConnectionError("Redis is away")
+
+        monkeypatch.setattr("api.services.events.redis_conn.client", lambda: Unreachable())
+        lost = api.create("tasks", title="published nowhere")
+        reader.join(timeout=10)
+    finally:
+        response.close()
+    assert data and json.loads(data[0])["data"]["id"] == lost["id"]

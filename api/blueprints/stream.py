@@ -6,7 +6,9 @@ unnamed message with `id:` and `data:`; `: ping` comments every
 events committed after that one from the event log, in commit order, then
 continues live with no gap and no duplicate (`api.streams.LogFollower`); when
 the id is not in the log or more than `SSE_REPLAY_LIMIT` events were missed,
-`data: {"type":"reset"}` comes instead of the replay. A revoked key's stream closes at the next
+`data: {"type":"reset"}` comes instead of the replay. A quiet heartbeat also
+reads the log past the stream's position, so an event whose Redis message was
+lost still arrives within one heartbeat. A revoked key's stream closes at the next
 heartbeat. Auth by Bearer header or `?access_token=` (for EventSource).
 """
 
@@ -93,7 +95,8 @@ def _open(prefix: str | None):
                     if _key_revoked(key_id) or subscription.overflowed:
                         return
                     checked = time.monotonic()
-                if message is None:
+                if message is None:  # quiet: also the moment to pick up an event whose publish was lost
+                    yield from follower.catch_up()
                     yield ": ping\n\n"
                 elif message is SHUTDOWN:
                     return
