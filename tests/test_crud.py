@@ -17,12 +17,14 @@ Covers, through the Flask test client and a fresh account per test:
   writing nothing, and Unicode text round-tripping exactly.
 """
 
+import importlib.util
 import json
 import re
 import threading
 import uuid
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -725,6 +727,42 @@ def test_email_unique_per_account_case_insensitively(api):
     exact = api.post("/users", json={"name": "C", "email": "a@x.com"})
     assert_error(exact, 409, "CONFLICT", "email")
     assert total(api, "users") == 1
+
+
+@pytest.mark.parametrize("stored, other", [
+    ("Émile@example.com", "émile@example.com"),
+    ("ÅSA@EXAMPLE.COM", "åsa@example.com"),
+    ("STRASSE@example.com", "straße@example.com"),
+    ("ΣΊΣΥΦΟΣ@example.com", "σίσυφος@example.com"),
+])
+def test_email_uniqueness_folds_case_across_unicode_on_every_backend(api, stored, other):
+    first = api.create("users", name="A", email=stored)
+    assert_error(api.post("/users", json={"name": "B", "email": other}), 409, "CONFLICT", "email")
+    second = api.create("users", name="B", email="b@example.com")
+    assert_error(api.patch(f"/users/{second['id']}", json={"email": other}), 409, "CONFLICT",
+                 "email")
+    assert api.patch(f"/users/{first['id']}", json={"email": other}).status_code == 200
+    assert total(api, "users") == 2
+
+
+def test_email_keys_of_existing_rows_are_filled_by_the_migration(app, account):
+    """Migration 007 gives rows stored before it their keys; two that already collide (as
+    SQLite let them) both stay, the later with a key made unique by its id."""
+    path = Path(__file__).resolve().parent.parent / "api/migrations/007_unique_keys.py"
+    spec = importlib.util.spec_from_file_location("migration_007", path)
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    values = ", ".join([db.param] * 2 + ["1"] + [db.param] * 4)
+    sql = ('INSERT INTO "users" ("id", "account_id", "version", "created_at", "updated_at", '
+           f'"name", "email") VALUES ({values})')
+    with app.app_context():
+        for user_id, email, when in [("usr_legacy1", "Émile@x.com", "2025-01-01 00:00:00"),
+                                     ("usr_legacy2", "émile@x.com", "2025-01-02 00:00:00")]:
+            db.execute_sql(sql, (user_id, account.id, when, when, "legacy", email))
+        migration._fill_keys(db.obj)
+        keys = dict(db.execute_sql('SELECT "id", "email_key" FROM "users" WHERE "account_id" = '
+                                   f'{db.param} ORDER BY "id"', (account.id,)).fetchall())
+    assert keys == {"usr_legacy1": "émile@x.com", "usr_legacy2": "émile@x.com#usr_legacy2"}
 
 
 def test_same_email_in_another_account_is_fine(api, other_account):

@@ -115,6 +115,22 @@ class Entity:
         return {name: (convert(data.get(attr)) if convert else data.get(attr))
                 for name, attr, convert in self._dumpers}
 
+    def unique_key(self, json_name: str) -> str:
+        """The attribute holding a unique field's key: `<attribute>_key`, its casefolded value.
+
+        Unique fields compare without regard to case, the same way on every backend
+        (`Émile@x` and `émile@x` are one email): the table's unique index is on the key.
+        """
+        return f"{self.fields[json_name].attribute}_key"
+
+    def with_unique_keys(self, values: dict) -> dict:
+        """`values` with the key of every unique field they set (see `unique_key`)."""
+        for json_name in self.unique:
+            value = values.get(self.fields[json_name].attribute)
+            if value is not None:
+                values[self.unique_key(json_name)] = value.casefold()
+        return values
+
     def previous_attributes(self, before: dict, values: dict) -> dict:
         """The fields `values` changes, as they were in `before` (JSON names and forms)."""
         changed = {}

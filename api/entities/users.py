@@ -1,4 +1,4 @@
-"""Users: people in an account; `email` is unique per account (case-insensitively)."""
+"""Users: people in an account; `email` is unique per account, compared casefolded."""
 
 import peewee
 from marshmallow import fields, validate
@@ -10,6 +10,7 @@ from api.fields import Text
 class User(RecordModel):
     name = peewee.CharField(max_length=100)
     email = peewee.CharField(max_length=254)
+    email_key = peewee.CharField(max_length=254, null=True)  # casefolded; see Entity.unique_key
 
     class Meta:
         table_name = "users"

@@ -9,7 +9,8 @@ file imports and the cascades of a delete. Each operation
   SQLite's `BEGIN IMMEDIATE` admits one writer at a time), so what it checks
   (`If-Match`, the fields it changes) is the row as it will be overwritten;
 - checks references (one query per relation) and unique fields (one query per
-  field) for the whole set, and runs the entity's `before_write` hook;
+  field, by their casefolded keys) for the whole set, and runs the entity's
+  `before_write` hook;
 - writes set-based: `insert_rows` in chunks, updates grouped by the columns
   they change and guarded by `WHERE id = ? AND version = ?`, deletes by `IN`;
 - emits one event per record written, built from the row as written.
@@ -25,8 +26,6 @@ request's all-or-nothing 400), or it is None and the other items are written.
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from peewee import fn
 
 from api.entities import DELETE_HOOKS, ENTITIES, referencing
 from api.entities.base import Entity
@@ -307,7 +306,7 @@ class RecordWriter(Validator):
             if isinstance(values, ValidationFailed):
                 failures.append(Failure.of(index, items[index], values))
             else:
-                candidates[index] = values
+                candidates[index] = self.entity.with_unique_keys(values)
         return candidates, failures
 
     def _check_references(self, account_id: str, candidates: dict[int, dict],
@@ -330,34 +329,35 @@ class RecordWriter(Validator):
 
     def _check_unique(self, account_id: str, candidates: dict[int, dict],
                       failures: list[Failure], items) -> None:
-        """Drop candidates colliding on a unique field, with stored rows or an earlier item.
+        """Drop candidates colliding on a unique field's key, with stored rows or an earlier item.
 
         An update (a candidate with an `id`) may keep its own value; a value held by any
         other stored row is taken, even when that row is changed later in the same request.
         """
         model = self.model
         for json_name in self.entity.unique:
-            attribute = self.entity.fields[json_name].attribute
-            column = getattr(model, attribute)
-            wanted = {v[attribute].lower() for v in candidates.values() if v.get(attribute)}
+            key = self.entity.unique_key(json_name)
+            column = getattr(model, key)
+            wanted = {v[key] for v in candidates.values() if v.get(key)}
             taken: dict[str, set] = {}
             for chunk in _chunks(sorted(wanted)):
-                query = model.select(model.id, fn.LOWER(column).alias("value")).where(
-                    (model.account_id == account_id) & fn.LOWER(column).in_(chunk))
+                query = model.select(model.id, column).where(
+                    (model.account_id == account_id) & column.in_(chunk))
                 for row in query:
-                    taken.setdefault(row.value, set()).add(row.id)
+                    taken.setdefault(getattr(row, key), set()).add(row.id)
             for index in sorted(candidates):
-                value = candidates[index].get(attribute)
+                value = candidates[index].get(key)
                 if not value:
                     continue
                 holder = candidates[index].get("id", index)  # a new record is known by its index
-                if taken.get(value.lower(), set()) - {holder}:
-                    error = Conflict(f"{json_name} {value!r} is already in use.",
+                if taken.get(value, set()) - {holder}:
+                    shown = candidates[index][self.entity.fields[json_name].attribute]
+                    error = Conflict(f"{json_name} {shown!r} is already in use.",
                                      {json_name: ["Already in use."]})
                     failures.append(Failure.of(index, items[index], error))
                     del candidates[index]
                 else:
-                    taken.setdefault(value.lower(), set()).add(holder)
+                    taken.setdefault(value, set()).add(holder)
 
 
 def _locking() -> str:
