@@ -774,11 +774,22 @@ def test_live_page_in_headless_chromium_shows_api_changes_within_two_seconds(
     wait_for(lambda: browser.evaluate("document.querySelector('#state')?.textContent ?? ''")
              .startswith("Live:"), timeout=10, interval=0.05, message="the page's stream to open")
     assert existing["title"] in browser.evaluate(tasks_text)
+    # The key has left the address bar (kept for the tab in sessionStorage).
+    assert rest.key not in browser.evaluate("location.href")
+    assert browser.evaluate("location.hash") == ""
+    state = "document.querySelector('#state').textContent"
+    shown_rows = "document.querySelectorAll('#tasks tr').length"
+
+    def counted() -> int:
+        return int(re.match(r"Live: (\d+) task", browser.evaluate(state)).group(1))
+
+    assert counted() == browser.evaluate(shown_rows) == total_tasks(rest)
 
     title = f"Made through the API {uuid.uuid4().hex[:6]}"
     created = rest.task(title)
     wait_for(lambda: title in browser.evaluate(tasks_text), timeout=2.0, interval=0.05,
              message="the new task to appear in the page")
+    assert counted() == browser.evaluate(shown_rows) == total_tasks(rest)
 
     status = f"document.querySelector('tr[data-id=\"{created['id']}\"] td.status').textContent"
     assert browser.evaluate(status) == "todo"
@@ -790,3 +801,10 @@ def test_live_page_in_headless_chromium_shows_api_changes_within_two_seconds(
     wait_for(lambda: title not in browser.evaluate(tasks_text), timeout=2.0, interval=0.05,
              message="the deleted task to leave the page")
     assert existing["title"] in browser.evaluate(tasks_text)
+    assert counted() == browser.evaluate(shown_rows) == total_tasks(rest)
+
+
+def total_tasks(rest: Rest) -> int:
+    response = rest.call("GET", "/tasks", params={"limit": 1})
+    assert response.status_code == 200
+    return response.json()["meta"]["total"]
