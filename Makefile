@@ -7,7 +7,7 @@ FUZZ_EXAMPLES ?= 200
 CONSISTENCY_SECONDS ?= 300
 export FLASK_APP := wsgi
 
-.PHONY: install run migrate test test-sqlite test-postgres lint bench bench-core soak check-consistency check-consistency-bounded fuzz clean
+.PHONY: install run account migrate test test-sqlite test-postgres lint bench bench-core soak check-consistency check-consistency-bounded fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -24,18 +24,12 @@ migrate: install
 	$(BIN)/flask db upgrade
 
 run: migrate
-	@$(BIN)/flask dev-key > var/dev-key.txt
-	@KEY=$$(sed -n 's/^key: //p' var/dev-key.txt); rm -f var/dev-key.txt; \
-	echo ""; \
-	echo "  Quiver is starting on http://127.0.0.1:$(PORT)"; \
-	echo "  Admin key (shown once): $$KEY"; \
-	echo ""; \
-	echo "  curl -s http://127.0.0.1:$(PORT)/api/v1/tasks -H 'Authorization: Bearer '$$KEY"; \
-	echo "  curl -s -X POST http://127.0.0.1:$(PORT)/api/v1/tasks -H 'Authorization: Bearer '$$KEY \\"; \
-	echo "       -H 'Content-Type: application/json' -d '{\"title\": \"Hello\"}'"; \
-	echo "  API docs: http://127.0.0.1:$(PORT)/api/v1/docs"; \
-	echo ""
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --port $(PORT) web worker
+	@$(BIN)/python -m api.devserver --port $(PORT)
+
+# An account and its first admin key: make account NAME="Acme"
+account: migrate
+	@test -n "$(NAME)" || { echo 'Name the account: make account NAME="Acme"' >&2; exit 2; }
+	@$(BIN)/flask create-account "$(NAME)"
 
 test: install
 	$(BIN)/ruff check .

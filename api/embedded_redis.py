@@ -51,6 +51,7 @@ def ensure_running(var_dir: Path) -> str:
              "--unixsocketperm", "700", "--dir", str(var_dir), "--save", "", "--appendonly", "no",
              "--logfile", str(var_dir / "redis.log")],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a terminal's Ctrl-C is for its owner, which stops it last
         )
         atexit.register(stop)
         deadline = time.monotonic() + 10
