@@ -6,6 +6,7 @@ from flask_smorest import Api
 
 from api import (
     auth,
+    body_limits,
     config,
     custom,
     errors,
@@ -91,6 +92,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     redis_conn.configure(settings)
 
     request_log.init_app(app)
+    body_limits.init_app(app, settings)
     security_headers.init_app(app)
     store.init_app(app)
     auth.init_app(app)

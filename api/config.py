@@ -41,6 +41,7 @@ class Settings:
     db_pool_size: int
     cors_origins: list[str]
     max_content_length: int
+    json_max_bytes: int
     log_level: str
     key_last_used_interval: int
     bulk_max_items: int
@@ -85,6 +86,7 @@ class Settings:
             db_pool_size=int(env.get("DB_POOL_SIZE", "20")),
             cors_origins=_list(env.get("CORS_ORIGINS", "")),
             max_content_length=int(env.get("MAX_CONTENT_LENGTH", str(32 * 1024 * 1024))),
+            json_max_bytes=int(env.get("JSON_MAX_BYTES", str(1024 * 1024))),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             key_last_used_interval=int(env.get("KEY_LAST_USED_INTERVAL", "60")),
             bulk_max_items=int(env.get("BULK_MAX_ITEMS", "1000")),

@@ -80,8 +80,9 @@ def test_wrong_method_is_405_with_allow_header(client, api, method, path, allowe
         assert method not in allow
 
 
-def test_body_over_max_content_length_is_413(account, backend_env, build_app):
-    small = build_app({**backend_env, "MAX_CONTENT_LENGTH": "1000"})
+def test_body_over_its_routes_cap_is_413_and_bulk_routes_take_more(account, backend_env,
+                                                                     build_app):
+    small = build_app({**backend_env, "JSON_MAX_BYTES": "1000", "MAX_CONTENT_LENGTH": "100000"})
     client = small.test_client()
     headers = {"Authorization": f"Bearer {account.api.key}"}
 
@@ -92,6 +93,13 @@ def test_body_over_max_content_length_is_413(account, backend_env, build_app):
 
     fits = client.post("/api/v1/tasks", json={"title": "fits"}, headers=headers)
     assert fits.status_code == 201
+    bulk = client.post("/api/v1/import/tasks", headers=headers,
+                       json={"items": [{"title": "x", "description": "y" * 2000}] * 10})
+    assert bulk.status_code == 201, bulk.get_json()
+    over = client.post("/api/v1/import/tasks", headers=headers,
+                       json={"items": [{"title": "x", "description": "y" * 2000}] * 60})
+    assert_envelope(over, 413, "PAYLOAD_TOO_LARGE")
+    assert client.get("/api/v1/tasks", headers=headers).get_json()["meta"]["total"] == 11
 
 
 def test_unexpected_exception_is_500_without_internals(account, backend_env, build_app):

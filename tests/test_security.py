@@ -628,8 +628,8 @@ def test_server_header_names_no_version(logging_server, account):
         assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
-def test_chunked_body_over_max_content_length_is_413_over_gunicorn(logging_server, account):
-    limit = 32 * 1024 * 1024  # the default MAX_CONTENT_LENGTH
+def test_chunked_body_over_json_max_bytes_is_413_over_gunicorn(logging_server, account):
+    limit = 1024 * 1024  # the default JSON_MAX_BYTES
 
     def body(size: int):  # a generator: requests sends it chunked, without a Content-Length
         head = b'{"title": "chunked"}'
@@ -1268,10 +1268,12 @@ def no_stream_hub_left_running():
 
 @pytest.fixture
 def small_limits(app, backend_env):
-    """An app with a 4 KiB body limit and 2 KiB upload and import limits (same database)."""
+    """An app with 4 KiB body limits (every route) and 2 KiB upload and import limits (same
+    database)."""
     _stop_stream_hub()
     with extra_apps() as build:
-        yield build({**backend_env, "MAX_CONTENT_LENGTH": str(LIMIT), "UPLOAD_MAX_BYTES": "2048",
+        yield build({**backend_env, "MAX_CONTENT_LENGTH": str(LIMIT), "JSON_MAX_BYTES": str(LIMIT),
+                     "UPLOAD_MAX_BYTES": "2048",
                      "IMPORT_MAX_BYTES": "2048"}).test_client()
 
 

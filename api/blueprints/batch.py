@@ -7,6 +7,7 @@ from marshmallow import Schema, fields
 
 from api import config
 from api.auth import requires
+from api.body_limits import large_body
 from api.docs import ErrorSchema
 from api.http import json_body
 from api.rate_limit import limited
@@ -32,6 +33,7 @@ class BatchResponseSchema(Schema):
 class Batch(MethodView):
     @requires("write")
     @limited("batch")
+    @large_body
     @blp.doc(requestBody={"required": True, "content": {"application/json": {
         "schema": batch.BatchSchema, "example": {"atomic": False, "requests": [
             {"id": "req1", "method": "POST", "path": "/tasks", "body": {"title": "New"}},

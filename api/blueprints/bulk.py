@@ -8,6 +8,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate
 
 from api.auth import current_account_id, requires
+from api.body_limits import large_body
 from api.docs import ErrorSchema, envelope, input_schema, record_schema
 from api.entities.base import Entity
 from api.errors import ValidationFailed, flatten_messages
@@ -135,6 +136,7 @@ def make_blueprint(entity: Entity) -> Blueprint:
     class Import(MethodView):
         @requires("write")
         @limited("bulk")
+        @large_body
         @blp.doc(summary=f"Create many {entity.path}", **body_doc(_doc_bodies(entity)[0]))
         @blp.response(201, envelope(_result_schema(entity, "created"), f"{entity.title}Import"))
         @blp.alt_response(207, description="Some items failed (skipInvalid).", success=True,
@@ -151,6 +153,7 @@ def make_blueprint(entity: Entity) -> Blueprint:
     class BulkUpdate(MethodView):
         @requires("write")
         @limited("bulk")
+        @large_body
         @blp.doc(summary=f"Update many {entity.path}", **body_doc(_doc_bodies(entity)[1]))
         @blp.response(200, envelope(_result_schema(entity, "updated"), f"{entity.title}BulkUpdate"))
         @blp.alt_response(207, description="Some updates failed (skipInvalid).", success=True,
@@ -167,6 +170,7 @@ def make_blueprint(entity: Entity) -> Blueprint:
     class BulkDelete(MethodView):
         @requires("write")
         @limited("bulk")
+        @large_body
         @blp.doc(summary=f"Delete many {entity.path}", **body_doc(BulkDeleteBodySchema))
         @blp.response(200, envelope(BulkDeleteResultSchema, f"{entity.title}BulkDelete"))
         @blp.alt_response(400, schema=ErrorSchema)
