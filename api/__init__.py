@@ -8,6 +8,7 @@ from api import (
     auth,
     config,
     custom,
+    db_lifecycle,
     errors,
     idempotency,
     rate_limit,
@@ -92,7 +93,7 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     request_log.init_app(app)
     security_headers.init_app(app)
-    store.init_app(app)
+    db_lifecycle.init_app(app)
     auth.init_app(app)
     rate_limit.init_app(app, settings)
     idempotency.init_app(app)

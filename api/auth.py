@@ -13,13 +13,13 @@ import re
 
 from flask import current_app, g, request
 
+from api.batch_environ import BATCH_KEY
 from api.errors import APIError
 from api.services import keys
 from api.services.keys import KEY_PREFIX, SCOPES
 
 ANY_SCOPE = "any"
 PUBLIC_BLUEPRINTS = {"api-docs"}
-BATCH_KEY = "quiver.batch.key"
 _URL_SAFE = re.compile(r"[A-Za-z0-9_-]+")  # keys never hold anything else (no NUL reaches SQL)
 
 

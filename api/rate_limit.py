@@ -31,8 +31,8 @@ from limits.util import WindowStats
 
 from api import redis_conn
 from api.auth import view_for_request
+from api.batch_environ import SUBREQUEST
 from api.config import Settings
-from api.services.batch import ENVIRON_FLAG as BATCH_FLAG
 from api.timeutil import format_rfc3339
 
 GROUPS = ("batch", "bulk", "upload", "export")
@@ -99,7 +99,7 @@ def _no_limit_applies() -> bool:
     """True when no limit can apply to this request: no key yet (a 401 or a public
     route), or a batch sub-request (its batch was charged for it) to a route without a
     stricter limit of its own."""
-    return g.get("api_key") is None or (request.environ.get(BATCH_FLAG, False)
+    return g.get("api_key") is None or (request.environ.get(SUBREQUEST, False)
                                        and _group() is None)
 
 
@@ -167,7 +167,7 @@ def init_app(app, settings: Settings) -> Limiter:
             lambda: (g.api_key.rate_limit if g.get("api_key") and g.api_key.rate_limit
                      else settings.ratelimit_default)],
         application_limits_exempt_when=lambda: (g.get("api_key") is None
-                                                or request.environ.get(BATCH_FLAG, False)),
+                                                or request.environ.get(SUBREQUEST, False)),
         application_limits_cost=_cost,
         default_limits=[lambda: settings.ratelimit_groups.get(_group(), _group())],
         default_limits_exempt_when=lambda: g.get("api_key") is None or _group() is None,
