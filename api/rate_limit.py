@@ -33,6 +33,7 @@ from api import redis_conn
 from api.auth import view_for_request
 from api.batch_environ import SUBREQUEST
 from api.config import Settings
+from api.errors import error_response
 from api.timeutil import format_rfc3339
 
 GROUPS = ("batch", "bulk", "upload", "export")
@@ -153,6 +154,7 @@ def _group() -> str | None:
 
 def init_app(app, settings: Settings) -> Limiter:
     """Attach a limiter to `app` (after auth, so limits know the key)."""
+    app.register_error_handler(RateLimitExceeded, _refused)
 
     @app.after_request
     def _retry_after_only_when_refused(response):
@@ -182,7 +184,12 @@ def init_app(app, settings: Settings) -> Limiter:
     return limiter
 
 
-def breach_details(error: RateLimitExceeded) -> dict:
+def _refused(error: RateLimitExceeded):
+    """429 `RATE_LIMIT_EXCEEDED` in the error envelope, with `_breach_details`."""
+    return error_response(429, "RATE_LIMIT_EXCEEDED", "Rate limit exceeded.", _breach_details(error))
+
+
+def _breach_details(error: RateLimitExceeded) -> dict:
     """`details` for a 429: the limit that was hit and when it resets."""
     from flask import current_app
 
