@@ -7,8 +7,8 @@ from flask_smorest import Api
 from api import (
     auth,
     config,
-    custom,
     db_lifecycle,
+    endpoints,
     errors,
     idempotency,
     rate_limit,
@@ -113,7 +113,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     api.register_blueprint(files.blp)
     api.register_blueprint(tus.blp)
     api.register_blueprint(jobs.blp)
-    api.register_blueprint(custom.blueprint())
+    api.register_blueprint(endpoints.blueprint())
     for entity in ENTITIES.values():
         api.register_blueprint(bulk.make_blueprint(entity))
         api.register_blueprint(records.make_blueprint(entity))
