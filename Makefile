@@ -33,6 +33,7 @@ account: migrate
 
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(MAKE) --no-print-directory test-sqlite
 	$(MAKE) --no-print-directory test-postgres
 	$(MAKE) --no-print-directory check-consistency-bounded
@@ -51,6 +52,7 @@ test-postgres: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 bench: migrate
 	$(BIN)/python -m bench

@@ -8,7 +8,8 @@ from api import (
     auth,
     body_limits,
     config,
-    custom,
+    db_lifecycle,
+    endpoints,
     errors,
     idempotency,
     rate_limit,
@@ -94,7 +95,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     request_log.init_app(app)
     body_limits.init_app(app, settings)
     security_headers.init_app(app)
-    store.init_app(app)
+    db_lifecycle.init_app(app)
     auth.init_app(app)
     rate_limit.init_app(app, settings)
     idempotency.init_app(app)
@@ -114,7 +115,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     api.register_blueprint(files.blp)
     api.register_blueprint(tus.blp)
     api.register_blueprint(jobs.blp)
-    api.register_blueprint(custom.blueprint())
+    api.register_blueprint(endpoints.blueprint())
     for entity in ENTITIES.values():
         api.register_blueprint(bulk.make_blueprint(entity))
         api.register_blueprint(records.make_blueprint(entity))

@@ -5,44 +5,22 @@ Routes declare the scope they need with `@requires("read" | "write" | "admin")`
 or opt out with `@public`; one `before_request` hook enforces it for every
 route, so an undeclared route is treated as admin-only rather than left open.
 Keys travel as `Authorization: Bearer sk_…` (or `?access_token=` on streams),
-are stored only as SHA-256 hashes, and are compared in constant time.
+are looked up by `api.services.keys` (stored only as SHA-256 hashes, compared in
+constant time).
 """
 
-import hashlib
-import hmac
 import re
-import secrets
-from datetime import timedelta
 
 from flask import current_app, g, request
 
+from api.batch_environ import BATCH_KEY
 from api.errors import APIError
-from api.models import ApiKey
-from api.store import db, fetch_models
-from api.timeutil import utcnow
+from api.services import keys
+from api.services.keys import KEY_PREFIX, SCOPES
 
-SCOPES = ("read", "write", "admin")
 ANY_SCOPE = "any"
-KEY_PREFIX = "sk_"
-VISIBLE_PREFIX_LENGTH = 12
 PUBLIC_BLUEPRINTS = {"api-docs"}
-BATCH_KEY = "quiver.batch.key"
 _URL_SAFE = re.compile(r"[A-Za-z0-9_-]+")  # keys never hold anything else (no NUL reaches SQL)
-
-
-def generate_key() -> str:
-    """A new secret key: `sk_` + 43 url-safe random characters (256 bits)."""
-    return KEY_PREFIX + secrets.token_urlsafe(32)
-
-
-def hash_key(key: str) -> str:
-    """The stored form of a key."""
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
-def visible_prefix(key: str) -> str:
-    """The part of a key that may be shown and logged (`sk_AbCdEfGhI`)."""
-    return key[:VISIBLE_PREFIX_LENGTH]
 
 
 def has_scope(granted: set[str] | list[str], needed: str) -> bool:
@@ -95,29 +73,19 @@ def _presented_key(view) -> str | None:
     return None
 
 
-def authenticate(key: str | None) -> ApiKey:
+def authenticate(key: str | None):
     """The live `ApiKey` for `key`, or a 401."""
     if key is None:
         raise unauthorized("Missing API key: send 'Authorization: Bearer <key>'.")
     if not key.startswith(KEY_PREFIX) or len(key) > 200 or not _URL_SAFE.fullmatch(key):
         raise unauthorized("Invalid API key.")
-    presented = hash_key(key)
-    candidates = fetch_models(ApiKey, f'"prefix" = {db.param}', (visible_prefix(key),))
-    match = next((k for k in candidates if hmac.compare_digest(k.key_hash, presented)), None)
+    match = keys.find(key)
     if match is None:
         raise unauthorized("Invalid API key.")
     if match.revoked_at is not None:
         raise unauthorized("This API key has been revoked.")
-    _touch(match)
+    keys.touch(match, current_app.config["QUIVER"].key_last_used_interval)
     return match
-
-
-def _touch(key: ApiKey) -> None:
-    now = utcnow()
-    interval = timedelta(seconds=current_app.config["QUIVER"].key_last_used_interval)
-    if key.last_used_at is None or key.last_used_at < now - interval:
-        stale = ApiKey.last_used_at.is_null() | (ApiKey.last_used_at < now - interval)
-        ApiKey.update(last_used_at=now).where((ApiKey.id == key.id) & stale).execute()
 
 
 def view_for_request():

@@ -7,11 +7,8 @@
 The route is served under `/api/v1`, documented in OpenAPI, authenticated and
 scope-checked like every other route, and rate limited per key (on top of the
 key's own limit) when `rate_limit` is given. Endpoint modules live in
-`api/endpoints/`; `blueprint()` imports them all.
+`api/endpoints/`; `api.endpoints.blueprint()` imports them all.
 """
-
-import pkgutil
-from importlib import import_module
 
 from flask_smorest import Blueprint
 
@@ -39,12 +36,3 @@ def endpoint(path: str, *, scope: str, methods=("GET",), rate_limit: str | None 
         return view
 
     return register
-
-
-def blueprint() -> Blueprint:
-    """The blueprint carrying every endpoint declared in `api/endpoints/`."""
-    import api.endpoints as package
-
-    for info in pkgutil.iter_modules(package.__path__):
-        import_module(f"{package.__name__}.{info.name}")
-    return blp

@@ -10,7 +10,6 @@ import logging
 import peewee
 import redis
 from flask import g, jsonify
-from flask_limiter.errors import RateLimitExceeded
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -139,11 +138,6 @@ def _handle_http_exception(error: HTTPException):
         messages = getattr(error, "data", {}).get("messages", {})
         details = flatten_messages(messages.get("json", messages)) if messages else None
         return error_response(400, "VALIDATION_FAILED", "Validation failed.", details)
-    if status == 429 and isinstance(error, RateLimitExceeded):
-        from api.rate_limit import breach_details
-
-        return error_response(429, "RATE_LIMIT_EXCEEDED", "Rate limit exceeded.",
-                              breach_details(error))
     headers = {}
     if status in (405, 416):  # `Allow`; `Content-Range: bytes */<length>` (RFC 9110 15.5.17)
         headers = dict(error.get_headers())

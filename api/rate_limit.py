@@ -31,8 +31,9 @@ from limits.util import WindowStats
 
 from api import redis_conn
 from api.auth import view_for_request
+from api.batch_environ import SUBREQUEST
 from api.config import Settings
-from api.services.batch import ENVIRON_FLAG as BATCH_FLAG
+from api.errors import error_response
 from api.timeutil import format_rfc3339
 
 GROUPS = ("batch", "bulk", "upload", "export")
@@ -99,7 +100,7 @@ def _no_limit_applies() -> bool:
     """True when no limit can apply to this request: no key yet (a 401 or a public
     route), or a batch sub-request (its batch was charged for it) to a route without a
     stricter limit of its own."""
-    return g.get("api_key") is None or (request.environ.get(BATCH_FLAG, False)
+    return g.get("api_key") is None or (request.environ.get(SUBREQUEST, False)
                                        and _group() is None)
 
 
@@ -153,6 +154,7 @@ def _group() -> str | None:
 
 def init_app(app, settings: Settings) -> Limiter:
     """Attach a limiter to `app` (after auth, so limits know the key)."""
+    app.register_error_handler(RateLimitExceeded, _refused)
 
     @app.after_request
     def _retry_after_only_when_refused(response):
@@ -167,7 +169,7 @@ def init_app(app, settings: Settings) -> Limiter:
             lambda: (g.api_key.rate_limit if g.get("api_key") and g.api_key.rate_limit
                      else settings.ratelimit_default)],
         application_limits_exempt_when=lambda: (g.get("api_key") is None
-                                                or request.environ.get(BATCH_FLAG, False)),
+                                                or request.environ.get(SUBREQUEST, False)),
         application_limits_cost=_cost,
         default_limits=[lambda: settings.ratelimit_groups.get(_group(), _group())],
         default_limits_exempt_when=lambda: g.get("api_key") is None or _group() is None,
@@ -182,7 +184,12 @@ def init_app(app, settings: Settings) -> Limiter:
     return limiter
 
 
-def breach_details(error: RateLimitExceeded) -> dict:
+def _refused(error: RateLimitExceeded):
+    """429 `RATE_LIMIT_EXCEEDED` in the error envelope, with `_breach_details`."""
+    return error_response(429, "RATE_LIMIT_EXCEEDED", "Rate limit exceeded.", _breach_details(error))
+
+
+def _breach_details(error: RateLimitExceeded) -> dict:
     """`details` for a 429: the limit that was hit and when it resets."""
     from flask import current_app
 

@@ -3,7 +3,7 @@
 SQLite (the embedded default) runs in WAL mode with foreign keys on, a busy
 timeout and `BEGIN IMMEDIATE` write transactions, so concurrent writers queue
 instead of failing. Both SQLite and PostgreSQL connections are pooled. A connection is opened
-lazily on a request's first query and returned at teardown (`init_app`), so
+lazily on a request's first query and returned at teardown (`api.db_lifecycle`), so
 routes that need no database (`/healthz`) never touch it.
 """
 
@@ -16,7 +16,6 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlparse
 
 import peewee
-from flask import request
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
 db = peewee.DatabaseProxy()
@@ -288,18 +287,3 @@ def on_commit(callback) -> None:
         _local.callbacks.append(callback)
     else:
         raise RuntimeError("on_commit() inside a transaction needs a transaction() around it")
-
-
-def init_app(app) -> None:
-    """Give the request's connection back (to the pool) at teardown.
-
-    A batch's sub-requests share their parent's connection (and, for an atomic
-    batch, its transaction), so they leave it open.
-    """
-
-    @app.teardown_request
-    def _close_connection(exc):
-        if request.environ.get("quiver.batch"):
-            return
-        if not db.is_closed():
-            db.close()

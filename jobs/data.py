@@ -1,12 +1,12 @@
 """Export and file-import jobs: rows stream through in chunks, never all in memory.
 
-`run(job_id)` is what RQ executes. Exports walk the filtered rows by keyset in
-chunks and write CSV (headers are the JSON field names) or JSONL. Imports read
-CSV or JSONL line by line and hand chunks to the bulk service with
-`skipInvalid` semantics, keeping the first 100 failures. Progress and a
-heartbeat are recorded after every chunk, which is also where a cancellation
-takes effect. A retried import resumes after the last chunk it recorded (a
-chunk written just before a crash may be written twice: at least once).
+`run(job_id)` is what RQ executes. Exports read the rows through the list route's
+own query (`RecordService.list_page`), by keyset in chunks, and write CSV (headers
+are the JSON field names) or JSONL. Imports read CSV or JSONL line by line and hand
+chunks to the bulk service with `skipInvalid` semantics, keeping the first 100
+failures. Progress and a heartbeat are recorded after every chunk, which is also
+where a cancellation takes effect. A retried import resumes after the last chunk it
+recorded (a chunk written just before a crash may be written twice: at least once).
 """
 
 import csv
@@ -20,17 +20,10 @@ from werkzeug.datastructures import MultiDict
 
 from api import config
 from api.entities import ENTITIES
-from api.models import Job
-from api.query import (
-    filter_expression,
-    keyset_condition,
-    order_by,
-    parse_list_args,
-    search_expression,
-)
-from api.services import bulk
+from api.query import parse_list_args
+from api.services import bulk, database
 from api.services import jobs as job_service
-from api.store import db
+from api.services.records import service_for
 from api.timeutil import format_rfc3339, utcnow
 
 log = logging.getLogger("quiver.jobs")
@@ -47,7 +40,7 @@ class Canceled(Exception):
 
 def run(job_id: str) -> None:
     """Execute one job (RQ entry point). Never raises: outcomes are recorded on the job."""
-    with db.connection_context():
+    with database.connection():
         row = job_service.claim(job_id)
         if row is None:
             return
@@ -65,21 +58,18 @@ def run(job_id: str) -> None:
             job_service.finish(row, "succeeded", result=result)
 
 
-def _progress(row: Job, done: int, total: int | None = None, partial: dict | None = None) -> None:
+def _progress(row, done: int, total: int | None = None, partial: dict | None = None) -> None:
     if not job_service.report(row, done, total, partial):
         raise Canceled()
 
 
-def _export(row: Job, params: dict) -> dict:
+def _export(row, params: dict) -> dict:
     entity = ENTITIES[row.entity]
+    service = service_for(row.entity)
     lq = parse_list_args(entity, MultiDict(params["filter"]))
-    query = entity.model.select().where(entity.model.account_id == row.account_id)
-    for flt in lq.filters:
-        query = query.where(filter_expression(entity, flt))
-    if lq.q:
-        query = query.where(search_expression(entity, lq.q))
-    total = query.count()
-    _progress(row, 0, total)
+    lq.limit = EXPORT_CHUNK
+    page = service.list_page(row.account_id, lq)
+    _progress(row, 0, page.total)
     fmt = params["format"]
     path = job_service.export_path(row.id, fmt)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,21 +80,20 @@ def _export(row: Job, params: dict) -> dict:
             writer = csv.DictWriter(out, fieldnames=list(entity.fields))
             writer.writeheader()
         while True:
-            chunk_query = query.where(keyset_condition(entity, lq)) if lq.cursor else query
-            rows = list(chunk_query.order_by(*order_by(entity, lq)).limit(EXPORT_CHUNK))
-            for record in rows:
+            for record in page.rows:
                 data = entity.dump(record)
                 if writer:
                     writer.writerow({k: "" if v is None else v for k, v in data.items()})
                 else:
                     out.write(json.dumps(data, ensure_ascii=False) + "\n")
-            done += len(rows)
+            done += len(page.rows)
             _progress(row, done)
-            if len(rows) < EXPORT_CHUNK:
+            if not page.has_next:
                 break
-            last = rows[-1]
+            last = page.rows[-1]
             lq.cursor = {"values": [getattr(last, entity.fields[n].attribute) for n, _ in lq.sort],
                          "id": last.id}
+            page = service.list_page(row.account_id, lq, count=False)
     expires = utcnow() + timedelta(seconds=config.current().job_result_ttl)
     return {"url": f"/api/v1/jobs/{row.id}/result", "format": fmt, "rows": done,
             "size": path.stat().st_size, "expiresAt": format_rfc3339(expires)}
@@ -135,7 +124,7 @@ def _count(path: Path, fmt: str) -> int:
     return sum(1 for _ in _records(path, fmt))
 
 
-def _import(row: Job, params: dict) -> dict:
+def _import(row, params: dict) -> dict:
     entity = ENTITIES[row.entity]
     fmt = params["format"]
     path = job_service.import_path(row.id, fmt)

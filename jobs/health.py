@@ -1,10 +1,10 @@
 """A trivial job proving the worker wiring: Redis reaches the worker, the worker reaches the database."""
 
-from api.store import db
+from api.services import database
 
 
 def ping(token: str) -> dict:
     """Echo `token` and report that the database answered."""
-    with db.connection_context():
-        db.execute_sql("SELECT 1").fetchone()
+    with database.connection():
+        database.ping()
     return {"pong": token, "database": "ok"}

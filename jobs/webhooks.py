@@ -9,17 +9,13 @@ at least once: receivers dedupe by `webhook-id`.
 
 import logging
 import time
-import uuid
-from dataclasses import dataclass
-from datetime import timedelta
 
 import urllib3
 
 from api import config, queue, redis_conn, url_guard
-from api.ids import new_id
-from api.models import Event, Webhook, WebhookDelivery
+from api.services import database, deliveries
+from api.services.deliveries import Outcome
 from api.services.events import as_json_text
-from api.store import db, execute_many, transaction
 from api.timeutil import utcnow
 from api.webhook_signing import signature_headers
 
@@ -29,11 +25,7 @@ USER_AGENT = "Quiver-Webhooks/1.0"
 BODY_LIMIT = 2048
 SWEEP_BATCH = 500
 CLAIM_GROUP = 5
-RECORDED_COLUMNS = ("status", "response_status", "response_body", "duration_ms", "error",
-                    "finished_at", "next_attempt_at")
 DRAIN_GROUP = 25
-RESCUE_AFTER = timedelta(seconds=3)
-LEASE_MARGIN = timedelta(seconds=5)
 
 # Connects only to the addresses it checked (see url_guard): no DNS rebinding between check and send.
 _http = url_guard.pinned_pool_manager(lambda: config.current().webhook_allow_private,
@@ -59,51 +51,20 @@ def deliver(delivery_ids: list[str]) -> int:
     before another worker may take it over, should this one die) stays short.
     """
     sent = 0
-    with db.connection_context():
+    with database.connection():
         for start in range(0, len(delivery_ids), CLAIM_GROUP):
-            claimed = _claim(delivery_ids[start:start + CLAIM_GROUP])
+            claimed = deliveries.claim(delivery_ids[start:start + CLAIM_GROUP])
             if not claimed:
                 continue
-            hooks = {h.id: h for h in Webhook.select().where(
-                Webhook.id.in_(list({d.webhook_id for d in claimed})))}
-            event_rows = {e.id: e for e in Event.select().where(
-                Event.id.in_(list({d.event_id for d in claimed})))}
-            _record([_attempt(d, hooks.get(d.webhook_id), event_rows[d.event_id]) for d in claimed])
+            hooks, event_rows = deliveries.targets(claimed)
+            deliveries.record([_attempt(d, hooks.get(d.webhook_id), event_rows[d.event_id])
+                               for d in claimed])
             sent += len(claimed)
     return sent
 
 
-def _claim(delivery_ids: list[str]) -> list[WebhookDelivery]:
-    settings = config.current()
-    now = utcnow()
-    token = uuid.uuid4().hex
-    lease = now + timedelta(seconds=settings.webhook_timeout) * max(1, len(delivery_ids)) + LEASE_MARGIN
-    with transaction():
-        WebhookDelivery.update(lease_token=token, locked_until=lease).where(
-            WebhookDelivery.id.in_(delivery_ids) & (WebhookDelivery.status == "pending")
-            & (WebhookDelivery.next_attempt_at <= now)
-            & (WebhookDelivery.locked_until.is_null() | (WebhookDelivery.locked_until < now))
-        ).execute()
-    return list(WebhookDelivery.select().where(WebhookDelivery.lease_token == token)
-                .order_by(WebhookDelivery.id))
-
-
-@dataclass
-class Outcome:
-    """What one attempt did."""
-
-    delivery: WebhookDelivery
-    hook: Webhook | None
-    ok: bool
-    error: str | None = None
-    status: int | None = None
-    body: str | None = None
-    duration_ms: int | None = None
-    retry: bool = True
-    disable: str | None = None
-
-
-def _attempt(delivery: WebhookDelivery, hook: Webhook | None, event: Event) -> Outcome:
+def _attempt(delivery, hook, event) -> Outcome:
+    """POST `event` to `hook` for `delivery` (a webhook gone or disabled is not tried)."""
     settings = config.current()
     if hook is None or not hook.active:
         return Outcome(delivery, hook, ok=False, error="The webhook is disabled.", retry=False)
@@ -157,69 +118,15 @@ def _head_of_body(response, deadline: float) -> bytes:
     return kept
 
 
-def _record(outcomes: list[Outcome]) -> None:
-    """Store a group of attempts in one transaction; schedule retries or disable webhooks."""
-    settings = config.current()
-    now = utcnow()
-    schedule = settings.webhook_retry_schedule
-    rows, retries = [], []
-    for o in outcomes:
-        next_at = None
-        if not o.ok and o.hook is not None and o.disable is None and o.hook.failing_since and \
-                (now - o.hook.failing_since).total_seconds() >= settings.webhook_disable_after:
-            o.disable = f"Failing on every delivery since {o.hook.failing_since.isoformat()}Z."
-        if not o.ok and o.retry and not o.disable and o.delivery.attempt <= len(schedule):
-            next_at = now + timedelta(seconds=schedule[o.delivery.attempt - 1])
-            retries.append({"id": new_id("whd"), "account_id": o.delivery.account_id,
-                            "webhook_id": o.delivery.webhook_id, "event_id": o.delivery.event_id,
-                            "attempt": o.delivery.attempt + 1, "status": "pending",
-                            "next_attempt_at": next_at, "created_at": now})
-        rows.append(("succeeded" if o.ok else "failed", o.status, o.body, o.duration_ms, o.error,
-                     now, next_at, o.delivery.id))
-    assignments = ", ".join(f'"{column}" = {db.param}' for column in RECORDED_COLUMNS)
-    sql = (f'UPDATE "webhook_deliveries" SET {assignments}, "lease_token" = NULL, '
-           f'"locked_until" = NULL WHERE "id" = {db.param}')
-    with transaction():
-        execute_many(sql, rows)
-        if retries:
-            WebhookDelivery.insert_many(retries).as_rowcount().execute()
-        for o in outcomes:
-            if o.hook is not None:
-                _update_health(o.hook, o.ok, now, o.disable, settings.webhook_disable_after)
-
-
-def _update_health(hook: Webhook, ok: bool, now, disable: str | None, disable_after: int) -> None:
-    if ok:
-        if hook.failing_since is not None:
-            Webhook.update(failing_since=None).where(Webhook.id == hook.id).execute()
-            hook.failing_since = None
-        return
-    if hook.failing_since is None:
-        hook.failing_since = now
-        Webhook.update(failing_since=now).where(
-            (Webhook.id == hook.id) & Webhook.failing_since.is_null()).execute()
-    if disable is None and (now - hook.failing_since).total_seconds() >= disable_after:
-        disable = f"Failing on every delivery since {hook.failing_since.isoformat()}Z."
-    if disable:
-        hook.active = False
-        Webhook.update(active=False, disabled_reason=disable, updated_at=now).where(
-            Webhook.id == hook.id).execute()
-
-
 def sweep() -> int:
     """Queue pending deliveries that are due and not leased; returns how many.
 
     Retries are queued as soon as they are due. First attempts are normally
     queued at commit, so the sweeper only rescues those still waiting after
-    `RESCUE_AFTER` (a lost enqueue, a Redis outage, a killed worker).
+    `deliveries.RESCUE_AFTER` (a lost enqueue, a Redis outage, a killed worker).
     """
-    now = utcnow()
-    with db.connection_context():
-        due = [d.id for d in WebhookDelivery.select(WebhookDelivery.id).where(
-            (WebhookDelivery.status == "pending") & (WebhookDelivery.next_attempt_at <= now)
-            & ((WebhookDelivery.attempt > 1) | (WebhookDelivery.created_at <= now - RESCUE_AFTER))
-            & (WebhookDelivery.locked_until.is_null() | (WebhookDelivery.locked_until < now))
-        ).order_by(WebhookDelivery.next_attempt_at).limit(SWEEP_BATCH)]
+    with database.connection():
+        due = deliveries.due(SWEEP_BATCH)
     if due:
         queue.enqueue_deliveries(due)
     return len(due)

@@ -32,10 +32,10 @@ import time
 import redis
 from rq import SimpleWorker, Worker
 
-from api import config, idempotency, queue, redis_conn, store
+from api import config, idempotency, queue, redis_conn
 from api.config import Settings
 from api.request_log import configure_logging
-from api.services import files, tus
+from api.services import database, files, tus
 from api.services import jobs as job_service
 from jobs import webhooks
 
@@ -52,7 +52,7 @@ def _setup() -> Settings:
     settings = Settings.from_env()
     config.activate(settings)
     configure_logging(settings.log_level)
-    store.configure(settings.database_url, settings.db_pool_size)
+    database.configure(settings.database_url, settings.db_pool_size)
     redis_conn.configure(settings)
     return settings
 
@@ -62,10 +62,10 @@ def sweep_once() -> None:
     client = redis_conn.client()
     if client.set(SWEEP_LOCK, "1", nx=True, px=int(SWEEP_INTERVAL * 900)):
         webhooks.sweep()
-        with store.db.connection_context():
+        with database.connection():
             job_service.sweep()
     if client.set(PURGE_LOCK, "1", nx=True, ex=60):
-        with store.db.connection_context():
+        with database.connection():
             idempotency.purge_expired()
             tus.purge_expired()
             files.purge_unused_blobs()

@@ -1374,7 +1374,7 @@ BROKEN_ROUTES = [
     ("api.services.events:as_json", "GET", "/events", None),
     ("api.endpoints.analytics:utcnow", "GET", "/analytics/dashboard", None),
     ("api.services.records:list_page", "POST", "/api/v1/graphql", {"query": "{ tasks { totalCount } }"}),
-    ("api.auth:_touch", "GET", "/users", None),
+    ("api.services.keys:touch", "GET", "/users", None),
 ]
 
 

@@ -5,13 +5,12 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
-from api import config
+from api import batch, config
 from api.auth import requires
 from api.body_limits import large_body
 from api.docs import ErrorSchema
 from api.http import json_body
 from api.rate_limit import limited
-from api.services import batch
 
 blp = Blueprint("batch", __name__, url_prefix="/api/v1/batch",
                 description="Batch requests, optionally atomic.")

@@ -12,7 +12,6 @@ from api.auth import current_account_id, requires
 from api.docs import ErrorSchema, envelope, links, list_of
 from api.errors import ValidationFailed
 from api.http import no_content, success
-from api.models import File
 from api.query import page_args, page_meta
 from api.rate_limit import limited
 from api.services import files
@@ -119,14 +118,8 @@ class Files(MethodView):
     @blp.alt_response(400, schema=ErrorSchema)
     def get(self):
         page, limit, task_id = _list_args()
-        query = File.select().where(File.account_id == current_account_id())
-        if task_id is not None:
-            query = query.where(File.task_id == task_id)
-        total = query.count()
-        rows = list(query.order_by(File.created_at.desc(), File.id.desc())
-                    .offset((page - 1) * limit).limit(limit + 1))
-        meta = page_meta(page, limit, total, len(rows) > limit)
-        return success([files.as_json(r) for r in rows[:limit]], meta=meta)
+        rows, total, has_next = files.list_page(current_account_id(), page, limit, task_id)
+        return success([files.as_json(r) for r in rows], meta=page_meta(page, limit, total, has_next))
 
 
 def _list_args() -> tuple[int, int, str | None]:

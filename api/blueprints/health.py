@@ -7,7 +7,7 @@ from marshmallow import Schema, fields
 from api import redis_conn
 from api.auth import public
 from api.docs import ErrorSchema, envelope
-from api.store import db
+from api.services import database
 
 blp = Blueprint("health", __name__, description="Liveness and readiness.")
 
@@ -31,7 +31,7 @@ def healthz():
 
 def _check_database() -> str:
     try:
-        db.execute_sql("SELECT 1").fetchone()
+        database.ping()
         return "ok"
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
         return f"down: {type(exc).__name__}"

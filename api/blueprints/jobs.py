@@ -15,11 +15,9 @@ from api.docs import ErrorSchema, entity_path_parameter, envelope, links, list_o
 from api.entities import BY_PATH
 from api.errors import APIError, NotFound, ValidationFailed, flatten_messages
 from api.http import json_body, success
-from api.models import Job
 from api.query import page_args, page_meta, parse_list_args
 from api.rate_limit import limited
 from api.services import jobs
-from api.store import transaction
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/v1", description="Exports, file imports, jobs.")
 
@@ -66,7 +64,7 @@ def _entity(entity_path: str):
     return entity
 
 
-def _accepted(row: Job):
+def _accepted(row):
     return success({"id": row.id, "type": row.type, "status": row.status}, 202,
                    headers={"Location": f"/api/v1/jobs/{row.id}"})
 
@@ -127,9 +125,7 @@ def start_import(entity_path):
     if fmt not in ("csv", "jsonl"):
         raise ValidationFailed({"format": ["Say csv or jsonl (or name the file .csv or .jsonl)."]})
     part.stream.flush()
-    with transaction():
-        row = jobs.create(current_account_id(), "import", entity.name, {"format": fmt})
-        os.replace(part.stream.path, jobs.import_path(row.id, fmt))
+    row = jobs.create_import(current_account_id(), entity.name, fmt, part.stream.path)
     return _accepted(row)
 
 
@@ -155,15 +151,8 @@ class Jobs(MethodView):
             errors["type"] = ["Must be one of: export, import."]
         if errors:
             raise ValidationFailed(dict(errors), "Invalid query parameters.")
-        query = Job.select().where(Job.account_id == current_account_id())
-        if status:
-            query = query.where(Job.status == status)
-        if kind:
-            query = query.where(Job.type == kind)
-        total = query.count()
-        rows = list(query.order_by(Job.id.desc()).offset((page - 1) * limit).limit(limit + 1))
-        meta = page_meta(page, limit, total, len(rows) > limit)
-        return success([jobs.as_json(r) for r in rows[:limit]], meta=meta)
+        rows, total, has_next = jobs.list_page(current_account_id(), page, limit, status, kind)
+        return success([jobs.as_json(r) for r in rows], meta=page_meta(page, limit, total, has_next))
 
 
 @blp.route("/jobs/<string:job_id>", methods=["GET"])

@@ -23,9 +23,7 @@ from api.auth import accepts_query_token, current_account_id, requires
 from api.docs import SSE_EVENT_SCHEMA, ErrorSchema, entity_path_parameter
 from api.entities import BY_PATH
 from api.errors import APIError, NotFound, ValidationFailed
-from api.models import ApiKey
-from api.services import events
-from api.store import db
+from api.services import events, keys
 from api.streams import RESYNC, SHUTDOWN, LogFollower, hub
 
 blp = Blueprint("stream", __name__, url_prefix="/api/v1/stream",
@@ -57,12 +55,6 @@ def _parse_types() -> set[str] | None:
     return types
 
 
-def _key_revoked(key_id: str) -> bool:
-    with db.connection_context():
-        key = ApiKey.get_or_none(ApiKey.id == key_id)
-        return key is None or key.revoked_at is not None
-
-
 def _open(prefix: str | None):
     from flask import g
 
@@ -92,7 +84,7 @@ def _open(prefix: str | None):
                 except queue.Empty:
                     message = None
                 if time.monotonic() - checked >= settings.sse_heartbeat_seconds:
-                    if _key_revoked(key_id) or subscription.overflowed:
+                    if keys.is_revoked(key_id) or subscription.overflowed:
                         return
                     checked = time.monotonic()
                 if message is None:  # quiet: also the moment to pick up an event whose publish was lost

@@ -14,7 +14,7 @@ from api.entities import ENTITIES
 from api.entities.tasks import PRIORITIES, STATUSES
 from api.errors import ValidationFailed
 from api.http import success
-from api.store import is_postgres
+from api.services.database import is_postgres
 from api.timeutil import parse_rfc3339, utcnow
 
 

@@ -1,1 +1,2 @@
-"""The service layer: every read and write of records goes through here."""
+"""The service layer: every write and every list read goes through here, and none of it
+knows HTTP (see the README's Layers section; `make lint` checks it)."""

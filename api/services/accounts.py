@@ -3,11 +3,11 @@
 from limits import parse_many
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
-from api.auth import SCOPES, generate_key, hash_key, visible_prefix
 from api.errors import NotFound, ValidationFailed, flatten_messages
 from api.fields import Text, Timestamp
 from api.ids import new_id
 from api.models import Account, ApiKey
+from api.services.keys import SCOPES, generate_key, hash_key, visible_prefix
 from api.store import transaction
 from api.timeutil import utcnow
 

@@ -90,6 +90,19 @@ def get(account_id: str, file_id: str) -> File:
     return row
 
 
+def list_page(account_id: str, page: int, limit: int,
+              task_id: str | None = None) -> tuple[list[File], int, bool]:
+    """A page of the account's files (of one task, with `task_id`), newest first: the rows,
+    how many match, whether more follow."""
+    query = File.select().where(File.account_id == account_id)
+    if task_id is not None:
+        query = query.where(File.task_id == task_id)
+    total = query.count()
+    rows = list(query.order_by(File.created_at.desc(), File.id.desc())
+                .offset((page - 1) * limit).limit(limit + 1))
+    return rows[:limit], total, len(rows) > limit
+
+
 def delete(account_id: str, file_id: str) -> File:
     """Delete a record; the bytes go (after commit) with the last record that uses them.
     Emits `file.deleted`."""

@@ -11,6 +11,7 @@ It also deletes export files older than `JOB_RESULT_TTL`.
 
 import json
 import logging
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -59,6 +60,15 @@ def create(account_id: str, job_type: str, entity: str, params: dict) -> Job:
     return row
 
 
+def create_import(account_id: str, entity: str, fmt: str, upload: Path) -> Job:
+    """A queued import of the uploaded file at `upload`, which moves to `import_path` in
+    the same transaction (no job without its file)."""
+    with transaction():
+        row = create(account_id, "import", entity, {"format": fmt})
+        os.replace(upload, import_path(row.id, fmt))
+    return row
+
+
 def enqueue(job_id: str) -> None:
     """Put a job on the RQ queue; if Redis is down the sweeper enqueues it later."""
     try:
@@ -75,6 +85,19 @@ def get(account_id: str, job_id: str) -> Job:
     if row is None:
         raise NotFound(f"Job {job_id[:64]} not found.")
     return row
+
+
+def list_page(account_id: str, page: int, limit: int, status: str | None = None,
+              kind: str | None = None) -> tuple[list[Job], int, bool]:
+    """A page of the account's jobs, newest first: the rows, how many match, whether more follow."""
+    query = Job.select().where(Job.account_id == account_id)
+    if status:
+        query = query.where(Job.status == status)
+    if kind:
+        query = query.where(Job.type == kind)
+    total = query.count()
+    rows = list(query.order_by(Job.id.desc()).offset((page - 1) * limit).limit(limit + 1))
+    return rows[:limit], total, len(rows) > limit
 
 
 def cancel(account_id: str, job_id: str) -> Job:

@@ -32,7 +32,7 @@ class Page:
     """One page of a list: serialized rows and what `meta` needs."""
 
     rows: list
-    total: int
+    total: int | None
     has_next: bool
     next_cursor: str | None
 
@@ -68,14 +68,14 @@ class RecordService(Validator):
     def _scoped(self, account_id: str):
         return self.model.select().where(self.model.account_id == account_id)
 
-    def list_page(self, account_id: str, lq: ListQuery) -> Page:
-        """A page of records matching `lq`, in its sort order."""
+    def list_page(self, account_id: str, lq: ListQuery, *, count: bool = True) -> Page:
+        """A page of records matching `lq`, in its sort order (`total` None unless `count`)."""
         query = self._scoped(account_id)
         for flt in lq.filters:
             query = query.where(filter_expression(self.entity, flt))
         if lq.q:
             query = query.where(search_expression(self.entity, lq.q))
-        total = query.count()
+        total = query.count() if count else None
         if lq.cursor:
             query = query.where(keyset_condition(self.entity, lq))
         else:

@@ -22,7 +22,8 @@ from flask import current_app, g, request
 from marshmallow import Schema, ValidationError, fields, validate
 from werkzeug.exceptions import HTTPException
 
-from api.auth import BATCH_KEY, view_for
+from api.auth import view_for
+from api.batch_environ import BATCH_KEY, SUBREQUEST
 from api.errors import ValidationFailed, flatten_messages
 from api.fields import Text
 from api.services.records import read_ahead
@@ -33,7 +34,6 @@ BASE = "/api/v1"
 BATCH_PATH = f"{BASE}/batch"
 FORWARDED_HEADERS = ("If-Match", "If-None-Match", "Idempotency-Key")
 REFERENCE = re.compile(r"\{\{\s*([A-Za-z0-9_.:-]+?)\.([^{}]+?)\s*\}\}")
-ENVIRON_FLAG = "quiver.batch"
 # What a sub-request takes from its batch's environ (server, client, scheme, key).
 INHERITED_ENVIRON = ("SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "SCRIPT_NAME", "HTTP_HOST",
                      "REMOTE_ADDR", "HTTP_AUTHORIZATION", "wsgi.version", "wsgi.url_scheme",
@@ -254,7 +254,7 @@ def _environ(sub: SubRequest, path: str, query: str, body) -> dict:
         "QUERY_STRING": query.encode().decode("latin-1"),
         "CONTENT_LENGTH": str(len(data)),
         "wsgi.input": io.BytesIO(data),
-        ENVIRON_FLAG: True,
+        SUBREQUEST: True,
         BATCH_KEY: g.api_key,
     })
     if sub.body is not None:
