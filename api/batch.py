@@ -25,7 +25,7 @@ from werkzeug.exceptions import HTTPException
 from api.auth import view_for
 from api.batch_environ import BATCH_KEY, SUBREQUEST
 from api.errors import ValidationFailed, flatten_messages
-from api.fields import Text
+from api.fields import StrictBoolean, Text
 from api.services.records import read_ahead
 from api.store import transaction
 
@@ -38,15 +38,6 @@ REFERENCE = re.compile(r"\{\{\s*([A-Za-z0-9_.:-]+?)\.([^{}]+?)\s*\}\}")
 INHERITED_ENVIRON = ("SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "SCRIPT_NAME", "HTTP_HOST",
                      "REMOTE_ADDR", "HTTP_AUTHORIZATION", "wsgi.version", "wsgi.url_scheme",
                      "wsgi.errors", "wsgi.multithread", "wsgi.multiprocess", "wsgi.run_once")
-
-
-class StrictBoolean(fields.Boolean):
-    """JSON `true`/`false` only (a set lookup alone would take 1 and 0, as 1 == True)."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if not isinstance(value, bool):
-            raise self.make_error("invalid")
-        return value
 
 
 class SubRequestSchema(Schema):

@@ -1,10 +1,19 @@
-"""Marshmallow fields shared by every entity schema."""
+"""Marshmallow fields shared by entity and request schemas."""
 
 from datetime import datetime
 
 from marshmallow import ValidationError, fields
 
 from api.timeutil import format_rfc3339, parse_rfc3339, to_utc
+
+
+class StrictBoolean(fields.Boolean):
+    """JSON `true` or `false` only (`1`, `0` and `"true"` are refused: `1 in {True}` holds)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
 
 
 class Text(fields.String):

@@ -2,7 +2,10 @@
 
 `run(job_id)` is what RQ executes. Exports read the rows through the list route's
 own query (`RecordService.list_page`), by keyset in chunks, and write CSV (headers
-are the JSON field names) or JSONL. Imports read CSV or JSONL line by line and hand
+are the JSON field names; text cells a spreadsheet would run as formulas get a
+leading `'` unless the export opted out, see `csv_cell`) or JSONL. Imports take
+values as they are: a leading `'` is kept, so an exact round trip exports with
+`escapeFormulas: false`. Imports read CSV or JSONL line by line and hand
 chunks to the bulk service with `skipInvalid` semantics, keeping the first 100
 failures. Progress and a heartbeat are recorded after every chunk, which is also
 where a cancellation takes effect. A retried import resumes after the last chunk it
@@ -79,11 +82,12 @@ def _export(row, params: dict) -> dict:
         if fmt == "csv":
             writer = csv.DictWriter(out, fieldnames=list(entity.fields))
             writer.writeheader()
+        escape = params.get("escape_formulas", True)
         while True:
             for record in page.rows:
                 data = entity.dump(record)
                 if writer:
-                    writer.writerow({k: "" if v is None else v for k, v in data.items()})
+                    writer.writerow({k: csv_cell(v, escape) for k, v in data.items()})
                 else:
                     out.write(json.dumps(data, ensure_ascii=False) + "\n")
             done += len(page.rows)
@@ -97,6 +101,19 @@ def _export(row, params: dict) -> dict:
     expires = utcnow() + timedelta(seconds=config.current().job_result_ttl)
     return {"url": f"/api/v1/jobs/{row.id}/result", "format": fmt, "rows": done,
             "size": path.stat().st_size, "expiresAt": format_rfc3339(expires)}
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value, escape_formulas: bool = True):
+    """A value as a CSV cell: null is empty; text a spreadsheet would run as a formula
+    (it starts with `=`, `+`, `-`, `@`, tab or CR) gets a leading `'`, unless not asked to."""
+    if value is None:
+        return ""
+    if escape_formulas and isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def _records(path: Path, fmt: str):

@@ -412,6 +412,52 @@ def test_csv_export_has_exactly_the_list_routes_rows(api, run_burst):
     assert any(r["dueAt"] == "" for r in rows) and any(r["dueAt"].endswith("Z") for r in rows)
 
 
+FORMULAS = ["=HYPERLINK(\"http://evil\")", "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx",
+            "plain", "a=b", "'quoted"]
+
+
+def export_csv(api, run_burst, **options) -> list[dict]:
+    response = api.post("/export/tasks", json={"format": "csv", "filter": {"sort": "title"},
+                                                **options})
+    job_id = assert_accepted(response, "export")
+    run_burst()
+    job = get_job(api, job_id)
+    assert job["status"] == "succeeded", job
+    text = api.get(job["result"]["url"]).data.decode("utf-8")
+    return list(csv.DictReader(io.StringIO(text, newline="")))
+
+
+def test_csv_export_neutralises_formulas_and_can_be_told_not_to(api, run_burst):
+    """OWASP CSV injection: text cells starting with =, +, -, @, tab or CR get a leading `'`."""
+    bulk_create(api, "tasks", [{"title": f"{i} task", "description": text}
+                               for i, text in enumerate(FORMULAS)])
+    escaped = {row["title"]: row["description"] for row in export_csv(api, run_burst)}
+    expected = [("'" + t if t[0] in "=+-@\t\r" else t) for t in FORMULAS]
+    assert [escaped[f"{i} task"] for i in range(len(FORMULAS))] == expected
+    exact = {row["title"]: row["description"]
+             for row in export_csv(api, run_burst, escapeFormulas=False)}
+    assert [exact[f"{i} task"] for i in range(len(FORMULAS))] == FORMULAS
+    assert_error(api.post("/export/tasks", json={"format": "csv", "escapeFormulas": "no"}), 400,
+                 "VALIDATION_FAILED")
+
+
+def test_csv_import_takes_cells_as_they_are_so_an_exact_export_round_trips(api, run_burst):
+    bulk_create(api, "tasks", [{"title": f"{i} task", "description": text}
+                               for i, text in enumerate(FORMULAS)])
+    rows = export_csv(api, run_burst, escapeFormulas=False)
+    for row in rows:
+        row["title"] = "again " + row["title"]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=["title", "description"], extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    job_id = start_import(api, out.getvalue().encode(), "again.csv")
+    run_burst()
+    assert get_job(api, job_id)["status"] == "succeeded"
+    again = {t["title"]: t["description"] for t in list_all(api, "/tasks", {"q": "again"})}
+    assert [again[f"again {i} task"] for i in range(len(FORMULAS))] == FORMULAS
+
+
 def test_jsonl_export_lines_are_the_records_in_the_requested_sort(api, run_burst):
     users, _ = make_tasks(api)
     # Three export chunks, keyset-walked over an enum and a nullable column.

@@ -12,21 +12,12 @@ from api.body_limits import large_body
 from api.docs import ErrorSchema, envelope, input_schema, record_schema
 from api.entities.base import Entity
 from api.errors import ValidationFailed, flatten_messages
-from api.fields import Text
+from api.fields import StrictBoolean, Text
 from api.http import json_body, success
 from api.rate_limit import limited
 from api.services import bulk
 from api.services.records import service_for
 from api.services.writes import WriteResult
-
-
-class StrictBoolean(fields.Boolean):
-    """JSON `true` or `false` only (`1`, `0` and `"true"` are refused: `1 in {True}` holds)."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if not isinstance(value, bool):
-            raise self.make_error("invalid", input=value)
-        return value
 
 
 class BulkOptionsSchema(Schema):

@@ -14,6 +14,7 @@ from api.blueprints.files import content_disposition
 from api.docs import ErrorSchema, entity_path_parameter, envelope, links, list_of
 from api.entities import BY_PATH
 from api.errors import APIError, NotFound, ValidationFailed, flatten_messages
+from api.fields import StrictBoolean
 from api.http import json_body, success
 from api.query import page_args, page_meta, parse_list_args
 from api.rate_limit import limited
@@ -30,6 +31,11 @@ class ExportBodySchema(Schema):
     filter = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict,
                          metadata={"description": "List-route query parameters, e.g. "
                                                   '{"status": "todo", "priority[in]": "high,low"}.'})
+    escapeFormulas = StrictBoolean(attribute="escape_formulas", load_default=True, metadata={
+        "description": "CSV: prefix `'` to text cells that start with `=`, `+`, `-`, `@`, tab or "
+                       "carriage return, so spreadsheets show them instead of running them as "
+                       "formulas (OWASP CSV injection). `false` exports values exactly, for "
+                       "a round trip through CSV import."})
 
 
 class JobSchema(Schema):
@@ -93,7 +99,8 @@ def start_export(entity_path):
         raise ValidationFailed({f"filter.{k}": v for k, v in (exc.details or {}).items()},
                                "Invalid filter.") from exc
     row = jobs.create(current_account_id(), "export", entity.name,
-                      {"format": body["format"], "filter": body["filter"]})
+                      {"format": body["format"], "filter": body["filter"],
+                       "escape_formulas": body["escape_formulas"]})
     return _accepted(row)
 
 
