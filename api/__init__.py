@@ -39,6 +39,7 @@ from api.config import Settings
 from api.docs import CommonErrorsPlugin, ErrorSchema, strict_nullable_refs
 from api.entities import ENTITIES
 from api.fields import Timestamp
+from api.services import keys
 
 EXPOSED_HEADERS = ["ETag", "Location", "Link", "X-Request-ID", "Retry-After",
                    "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset",
@@ -91,6 +92,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     request_log.configure_logging(settings.log_level)
     store.configure(settings.database_url, settings.db_pool_size)
     redis_conn.configure(settings)
+    keys.forget_all()  # keys read from another database or Redis are not this app's
 
     request_log.init_app(app)
     body_limits.init_app(app, settings)

@@ -11,10 +11,12 @@ constant time).
 
 import re
 
-from flask import current_app, g, request
+from flask import g, request
 
+from api import rate_limit
 from api.batch_environ import BATCH_KEY
 from api.errors import APIError
+from api.routing import view_for_request
 from api.services import keys
 from api.services.keys import KEY_PREFIX, SCOPES
 
@@ -73,45 +75,77 @@ def _presented_key(view) -> str | None:
     return None
 
 
-def authenticate(key: str | None):
-    """The live `ApiKey` for `key`, or a 401."""
+def _well_formed(key: str | None) -> str:
     if key is None:
         raise unauthorized("Missing API key: send 'Authorization: Bearer <key>'.")
     if not key.startswith(KEY_PREFIX) or len(key) > 200 or not _URL_SAFE.fullmatch(key):
         raise unauthorized("Invalid API key.")
-    match = keys.find(key)
-    if match is None:
+    return key
+
+
+def _learned(key: str) -> keys.Known:
+    known = keys.learn(key)
+    if known is None:
         raise unauthorized("Invalid API key.")
-    if match.revoked_at is not None:
+    return known
+
+
+def authenticate(key: str | None):
+    """The live stored key for `key` (as this process remembers it, else read now), or a 401."""
+    key = _well_formed(key)
+    row = (keys.recall(key) or _learned(key)).row
+    if row.revoked_at is not None:
         raise unauthorized("This API key has been revoked.")
-    keys.touch(match, current_app.config["QUIVER"].key_last_used_interval)
-    return match
+    return row
 
 
-def view_for_request():
-    """The function that will handle this request (a MethodView's method for class views)."""
-    rule = request.url_rule
-    return None if rule is None else view_for(rule.endpoint, request.method)
+def _grant(row, needed: str) -> None:
+    """Make `row` the request's key, or a 401 (revoked) or 403 (scope)."""
+    if row.revoked_at is not None:
+        raise unauthorized("This API key has been revoked.")
+    g.api_key = row
+    g.account_id = row.account_id
+    g.key_prefix = row.prefix
+    g.scopes = set(row.scopes.split(","))
+    if needed != ANY_SCOPE and not has_scope(g.scopes, needed):
+        raise APIError(403, "INSUFFICIENT_SCOPE",
+                       f"This API key lacks the '{needed}' scope.", {"required": needed})
 
 
-def view_for(endpoint: str, method: str):
-    """The function that handles `method` at `endpoint` (a MethodView's method for class views)."""
-    view = current_app.view_functions.get(endpoint)
-    view_class = getattr(view, "view_class", None)
-    if view_class is not None:
-        method = method.lower()
-        return getattr(view_class, method, None) or (
-            getattr(view_class, "get", None) if method == "head" else None)
-    return view
+def _admit(secret: str | None, needed: str, settings) -> None:
+    """Authenticate, check the scope and take the rate-limit slots: one Redis call, and no
+    database read for a key this process remembers whose marker has not moved."""
+    secret = _well_formed(secret)
+    known = keys.recall(secret)
+    remembered = known is not None
+    known = known or _learned(secret)
+    for _ in range(3):
+        _grant(known.row, needed)
+        marker = (known.marker, known.epoch, known.generation) if remembered else None
+        outcome = rate_limit.admit(known.row, settings, marker, charge_key=True)
+        if outcome == "admitted":
+            break
+        if outcome == "unreachable":  # limits let it through; revocation stays strict
+            if remembered:
+                keys.forget_all()
+                known = _learned(secret)
+                _grant(known.row, needed)
+            break
+        keys.forget(secret)  # the key changed: read it again
+        known = _learned(secret)
+        remembered = False
+    keys.touch(known.row, settings.key_last_used_interval)
 
 
 def init_app(app) -> None:
-    """Enforce each route's declared scope before it runs (flask-smorest's docs are public).
+    """Enforce each route's declared scope before it runs (flask-smorest's docs are public),
+    and its rate limits (`api.rate_limit.admit`).
 
     A batch's sub-requests carry the batch's already authenticated key in the
-    WSGI environ (which clients cannot set), so they skip the lookup but not the
-    scope check.
+    WSGI environ (which clients cannot set), so they skip the lookup and the key's
+    limits (the batch paid them) but not the scope check or their route's limits.
     """
+    settings = app.config["QUIVER"]
 
     @app.before_request
     def _enforce_scope():
@@ -123,14 +157,12 @@ def init_app(app) -> None:
         needed = getattr(view, "required_scope", "admin")
         if needed is None:
             return
-        key = request.environ.get(BATCH_KEY) or authenticate(_presented_key(view))
-        g.api_key = key
-        g.account_id = key.account_id
-        g.key_prefix = key.prefix
-        g.scopes = set(key.scopes.split(","))
-        if needed != ANY_SCOPE and not has_scope(g.scopes, needed):
-            raise APIError(403, "INSUFFICIENT_SCOPE",
-                           f"This API key lacks the '{needed}' scope.", {"required": needed})
+        batch_key = request.environ.get(BATCH_KEY)
+        if batch_key is None:
+            _admit(_presented_key(view), needed, settings)
+        else:
+            _grant(batch_key, needed)
+            rate_limit.admit(batch_key, settings, None, charge_key=False)
 
 
 def current_account_id() -> str:

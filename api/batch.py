@@ -22,10 +22,10 @@ from flask import current_app, g, request
 from marshmallow import Schema, ValidationError, fields, validate
 from werkzeug.exceptions import HTTPException
 
-from api.auth import view_for
 from api.batch_environ import BATCH_KEY, SUBREQUEST
 from api.errors import ValidationFailed, flatten_messages
 from api.fields import StrictBoolean, Text
+from api.routing import view_for
 from api.services.records import read_ahead
 from api.store import transaction
 

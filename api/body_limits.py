@@ -10,8 +10,8 @@ the cap (`api.http`). Memory per request thread is bounded by its route's cap.
 
 from flask import request
 
-from api.auth import view_for_request
 from api.config import Settings
+from api.routing import view_for_request
 
 
 def large_body(view):

@@ -36,10 +36,10 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def dev_key() -> str:
+def dev_key(env: dict) -> str:
     """A fresh admin key of the demo account (the previous `make run` key is revoked)."""
     output = subprocess.run([BIN / "flask", "--app", "wsgi", "dev-key"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout
+                            capture_output=True, text=True, env=env).stdout
     return next(line[5:] for line in output.splitlines() if line.startswith("key: "))
 
 
@@ -67,7 +67,7 @@ def run(port: int) -> int:
     if owns_redis:
         env["REDIS_URL"] = embedded_redis.ensure_running(settings.var_dir)
     try:
-        print(banner(port, dev_key()), flush=True)
+        print(banner(port, dev_key(env)), flush=True)
         honcho = subprocess.Popen([BIN / "honcho", "start", "--port", str(port), "web", "worker"],
                                   cwd=ROOT, env=env)
         signal.signal(signal.SIGTERM, lambda *_: honcho.send_signal(signal.SIGTERM))

@@ -24,9 +24,9 @@ from datetime import timedelta
 import peewee
 from flask import Response, g, request
 
-from api.auth import view_for_request
 from api.errors import APIError, ValidationFailed
 from api.models import IdempotencyRecord
+from api.routing import view_for_request
 from api.store import db
 from api.timeutil import utcnow
 

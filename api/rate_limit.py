@@ -14,79 +14,98 @@
 - If Redis is unreachable, requests are let through (fail open) and a warning
   is logged: an outage of the limiter's store should not take the API down.
 
-The strategy is limits' moving window (exact: at most N hits in any window), run
-as one Redis script per limit that takes the slot and also returns the window's
-state, so the response's headers cost no second round trip; hits drop off the
-window as they age, so the script's cost does not grow with the limit.
+The strategy is limits' moving window (exact: at most N hits in any window). One
+Redis script (`admit`, called by `api.auth` once the key and its scope are known)
+evaluates every limit that applies to the request at once: a request over any of
+them takes no slot in any; it also compares the key's change marker (see
+`api.services.keys`), so authentication and rate limits cost one round trip together,
+and it returns each window's state for the response's headers. Hits drop off the
+window as they age, so the script's cost does not grow with the limit. flask-limiter
+is the configuration surface (limit strings, `RATELIMIT_*`, its 429 and headers); its
+own per-request resolution of limits is replaced by `admit`.
 """
 
+import functools
+import logging
 import time
+from dataclasses import dataclass
 
-from flask import g, has_request_context, request
-from flask_limiter import Limiter
+from flask import current_app, g, has_request_context, request
+from flask_limiter import Limiter, RequestLimit
 from flask_limiter.errors import RateLimitExceeded
-from limits import parse_many
+from limits import RateLimitItem, parse_many
 from limits.strategies import STRATEGIES, MovingWindowRateLimiter
 from limits.util import WindowStats
 
 from api import redis_conn
-from api.auth import view_for_request
-from api.batch_environ import SUBREQUEST
 from api.config import Settings
 from api.errors import error_response
+from api.routing import view_for_request
+from api.services import keys
 from api.timeutil import format_rfc3339
 
 GROUPS = ("batch", "bulk", "upload", "export")
+log = logging.getLogger("quiver.rate_limit")
 
 
-STRATEGY = "quiver-moving-window"
-
-# limits' moving window (a list of hit timestamps, newest first), where hits past the window
-# are dropped from the tail as they expire, so taking an entry and reading the window's
-# state (oldest entry, count) cost O(1) amortised, whatever the limit.
-ACQUIRE_AND_COUNT = """
-local now, limit, expiry, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local oldest = redis.call('lindex', KEYS[1], -1)
-while oldest and tonumber(oldest) < now - expiry do
-    redis.call('rpop', KEYS[1])
-    oldest = redis.call('lindex', KEYS[1], -1)
+# limits' moving window (a list of hit timestamps per limit, newest first): hits past the
+# window are dropped from the tail as they expire, so reading a window (oldest entry, count)
+# and taking slots cost O(1) amortised, whatever the limit. KEYS: the key epoch, the key's
+# marker, then one list per limit; ARGV: now, whether to compare the marker, the epoch and
+# counter expected, an epoch to set if there is none, then limit, expiry, cost per limit.
+# Returns {1 admitted | 0 refused | -1 stale marker, epoch, counter, the first limit over,
+# then oldest hit and count of every window}.
+ADMIT = """
+local now = tonumber(ARGV[1])
+local epoch = redis.call('get', KEYS[1])
+if not epoch then
+    epoch = ARGV[5]
+    redis.call('set', KEYS[1], epoch)
 end
-local count = redis.call('llen', KEYS[1])
-local acquired = 0
-if count + cost <= limit then
-    for i = 1, cost, 5000 do
-        local batch = {}
-        for j = i, math.min(i + 4999, cost) do batch[#batch + 1] = now end
-        redis.call('lpush', KEYS[1], unpack(batch))
+local counter = redis.call('get', KEYS[2]) or '0'
+if ARGV[2] == '1' and (epoch ~= ARGV[3] or counter ~= ARGV[4]) then
+    return {-1, epoch, counter, 0}
+end
+local counts, oldests, over = {}, {}, 0
+for i = 3, #KEYS do
+    local base = 6 + (i - 3) * 3
+    local limit, expiry, cost = tonumber(ARGV[base]), tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
+    local oldest = redis.call('lindex', KEYS[i], -1)
+    while oldest and tonumber(oldest) < now - expiry do
+        redis.call('rpop', KEYS[i])
+        oldest = redis.call('lindex', KEYS[i], -1)
     end
-    redis.call('ltrim', KEYS[1], 0, limit - 1)
-    redis.call('expire', KEYS[1], expiry)
-    count = math.min(count + cost, limit)
-    oldest = redis.call('lindex', KEYS[1], -1)
-    acquired = 1
+    counts[i] = redis.call('llen', KEYS[i])
+    oldests[i] = oldest
+    if over == 0 and counts[i] + cost > limit then over = i - 2 end
 end
-return {acquired, oldest or tostring(now), count}
+if over == 0 then
+    for i = 3, #KEYS do
+        local base = 6 + (i - 3) * 3
+        local limit, expiry, cost = tonumber(ARGV[base]), tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
+        for j = 1, cost, 5000 do
+            local batch = {}
+            for k = j, math.min(j + 4999, cost) do batch[#batch + 1] = now end
+            redis.call('lpush', KEYS[i], unpack(batch))
+        end
+        redis.call('ltrim', KEYS[i], 0, limit - 1)
+        redis.call('expire', KEYS[i], expiry)
+        counts[i] = math.min(counts[i] + cost, limit)
+        oldests[i] = redis.call('lindex', KEYS[i], -1)
+    end
+end
+local result = {over == 0 and 1 or 0, epoch, counter, over}
+for i = 3, #KEYS do
+    result[#result + 1] = oldests[i] or tostring(now)
+    result[#result + 1] = counts[i]
+end
+return result
 """
+STRATEGY = "quiver-moving-window"
 
 
 class MovingWindowWithStats(MovingWindowRateLimiter):
-    """The moving window, where a hit also reads the window (kept for this request's headers)."""
-
-    def __init__(self, storage):
-        super().__init__(storage)
-        self._script = None
-
-    def hit(self, item, *identifiers: str, cost: int = 1) -> bool:
-        key = item.key_for(*identifiers)
-        if self._script is None:
-            self._script = self.storage.get_connection().register_script(ACQUIRE_AND_COUNT)
-        acquired, oldest, count = self._script(
-            [self.storage.prefixed_key(key)], [time.time(), item.amount, item.get_expiry(), cost])
-        if has_request_context():
-            windows = g.setdefault("rate_limit_windows", {})
-            windows[key] = WindowStats(float(oldest) + item.get_expiry(),
-                                       max(0, item.amount - int(count)))
-        return bool(acquired)
+    """The moving window, whose window stats for this request's headers are those `admit` read."""
 
     def get_window_stats(self, item, *identifiers: str) -> WindowStats:
         windows = g.get("rate_limit_windows", {}) if has_request_context() else {}
@@ -96,25 +115,93 @@ class MovingWindowWithStats(MovingWindowRateLimiter):
 STRATEGIES[STRATEGY] = MovingWindowWithStats
 
 
-def _no_limit_applies() -> bool:
-    """True when no limit can apply to this request: no key yet (a 401 or a public
-    route), or a batch sub-request (its batch was charged for it) to a route without a
-    stricter limit of its own."""
-    return g.get("api_key") is None or (request.environ.get(SUBREQUEST, False)
-                                       and _group() is None)
+@dataclass
+class AppliedLimit:
+    """One limit on this request: what it is, the key parts of its window, what it costs."""
+
+    limit: RateLimitItem
+    args: list[str]
+    cost: int
+    shared: bool
+    error_message = None
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(text: str) -> tuple:
+    return tuple(sorted(parse_many(text)))
+
+
+def _applied(row, settings: Settings, charge_key: bool) -> list[AppliedLimit]:
+    """The limits this request answers to: its key's (unless a batch already paid) and its
+    route's group or own limit."""
+    if not settings.ratelimit_enabled:
+        return []
+    applied = []
+    who = f"key:{row.id}"
+    if charge_key:
+        cost = _cost()
+        applied += [AppliedLimit(item, ["quiver", who, "global"], cost, True)
+                    for item in _parsed(row.rate_limit or settings.ratelimit_default)]
+    group = _group()
+    if group is not None:
+        applied += [AppliedLimit(item, ["quiver", who, request.endpoint], 1, False)
+                    for item in _parsed(settings.ratelimit_groups.get(group, group))]
+    return applied
+
+
+def admit(row, settings: Settings, marker: tuple[str, str, str] | None, charge_key: bool) -> str:
+    """Take this request's rate-limit slots and compare its key's marker, in one Redis call.
+
+    `marker` is (Redis key, epoch, counter) of a key this process remembered, else None.
+    Returns "admitted"; "stale" when the marker moved (nothing was taken: read the key
+    again and call again); or "unreachable" when Redis did not answer (limits let the
+    request through). Raises `RateLimitExceeded` when a limit is full.
+    """
+    applied = _applied(row, settings, charge_key)
+    if not applied and marker is None:
+        return "admitted"
+    limiter = current_app.extensions["quiver_limiter"]
+    storage = limiter.limiter.storage
+    windows = [storage.prefixed_key(lim.limit.key_for(*lim.args)) for lim in applied]
+    name, epoch, counter = marker or ("quiver:key:-", "", "")
+    argv = [time.time(), "1" if marker else "0", epoch, counter, keys.new_epoch()]
+    for lim in applied:
+        argv += [lim.limit.amount, lim.limit.get_expiry(), lim.cost]
+    try:
+        client = redis_conn.client()
+        result = _script(client)(keys=[keys.EPOCH, name, *windows], args=argv, client=client)
+    except keys.REDIS_DOWN as exc:
+        log.warning("rate limits not applied, Redis is unreachable: %s", exc)
+        return "unreachable"
+    status, over = int(result[0]), int(result[3])
+    if status == -1:
+        return "stale"
+    stats = g.setdefault("rate_limit_windows", {})
+    for index, lim in enumerate(applied):
+        oldest, count = result[4 + 2 * index], int(result[5 + 2 * index])
+        stats[lim.limit.key_for(*lim.args)] = WindowStats(
+            float(oldest) + lim.limit.get_expiry(), max(0, lim.limit.amount - count))
+    if applied:
+        shown = applied[over - 1] if over else next((a for a in applied if not a.shared), applied[0])
+        limiter.context.view_rate_limit = RequestLimit(limiter, shown.limit, shown.args,
+                                                       bool(over), shown.shared)
+    if over:
+        raise RateLimitExceeded(applied[over - 1])
+    return "admitted"
+
+
+@functools.cache
+def _script(client):
+    """The registered script (loaded into Redis on first use, or again after a restart)."""
+    return client.register_script(ADMIT)
 
 
 class QuiverLimiter(Limiter):
-    """flask-limiter, returning at once from its per-request check when no limit applies.
-
-    (A `request_filter` would only take effect after the limits have been resolved and
-    the meta limits and exemptions looked up: about 0.1 ms a request here, which a
-    batch's sub-requests would pay twenty times over.)
-    """
+    """flask-limiter without its own per-request check: `admit`, called by `api.auth`,
+    evaluates the request's limits (flask-limiter still adds the headers and the 429)."""
 
     def _check_request_limit(self, callable_name=None, in_middleware=True) -> None:
-        if not _no_limit_applies():
-            super()._check_request_limit(callable_name, in_middleware)
+        return None
 
 
 def limited(group_or_limit: str):
@@ -162,17 +249,9 @@ def init_app(app, settings: Settings) -> Limiter:
             response.headers.pop("Retry-After", None)
         return response
 
-    limiter = QuiverLimiter(
+    app.extensions["quiver_limiter"] = QuiverLimiter(
         key_func=_key,
         app=app,
-        application_limits=[
-            lambda: (g.api_key.rate_limit if g.get("api_key") and g.api_key.rate_limit
-                     else settings.ratelimit_default)],
-        application_limits_exempt_when=lambda: (g.get("api_key") is None
-                                                or request.environ.get(SUBREQUEST, False)),
-        application_limits_cost=_cost,
-        default_limits=[lambda: settings.ratelimit_groups.get(_group(), _group())],
-        default_limits_exempt_when=lambda: g.get("api_key") is None or _group() is None,
         strategy=STRATEGY,
         storage_uri=redis_conn.storage_uri(settings),
         storage_options={"socket_connect_timeout": 1, "socket_timeout": 2},
@@ -181,7 +260,7 @@ def init_app(app, settings: Settings) -> Limiter:
         key_prefix="quiver",
         enabled=settings.ratelimit_enabled,
     )
-    return limiter
+    return app.extensions["quiver_limiter"]
 
 
 def _refused(error: RateLimitExceeded):

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from api import redis_conn
 from api.models import Event
 from api.services import events
 from api.streams import RESET, LogFollower
@@ -302,11 +303,17 @@ def test_an_event_whose_publish_was_lost_arrives_within_a_heartbeat(
     try:
         assert idle.wait(timeout=10)
 
-        class Unreachable:
-            def publish(self, *args):
-                raise ConnectionError("Redis is away")
+        real = redis_conn.client
 
-        monkeypatch.setattr("api.services.events.redis_conn.client", lambda: Unreachable())
+        class Unpublished:
+            """Redis as it is, except that a publish is lost."""
+
+            def __getattr__(self, name):
+                if name == "publish":
+                    raise ConnectionError("Redis is away")
+                return getattr(real(), name)
+
+        monkeypatch.setattr(redis_conn, "client", Unpublished)
         lost = api.create("tasks", title="published nowhere")
         reader.join(timeout=10)
     finally:

@@ -56,7 +56,7 @@ from api.models import (
     WebhookDelivery,
 )
 from api.request_log import JSONFormatter
-from api.services import accounts
+from api.services import accounts, keys
 from api.services.records import service_for
 from api.store import db
 from tests import media
@@ -468,6 +468,7 @@ def test_authenticate_compares_sha256_hashes_with_compare_digest(app, account, m
 
     monkeypatch.setattr(hmac, "compare_digest", spy)
     forged = secret[:12] + secrets.token_urlsafe(32)  # same visible prefix, other secret
+    keys.forget_all()  # a key this process remembers is found by its digest, without SQL
     with app.test_request_context():
         assert auth.authenticate(secret).account_id == account.id
         with pytest.raises(auth.APIError) as refused:
@@ -482,6 +483,7 @@ def test_authenticate_compares_sha256_hashes_with_compare_digest(app, account, m
 def test_key_lookup_is_by_prefix_never_by_hash_equality_in_sql(app, account, captured_logs):
     """The database finds candidates by the visible prefix; only compare_digest sees hashes."""
     secret = account.api.key
+    keys.forget_all()
     with app.test_request_context():
         auth.authenticate(secret)
     statements = [json.loads(line)["msg"] for line in captured_logs.lines if '"logger": "peewee"' in line]

@@ -7,6 +7,7 @@ from api.errors import NotFound, ValidationFailed, flatten_messages
 from api.fields import Text, Timestamp
 from api.ids import new_id
 from api.models import Account, ApiKey
+from api.services import keys
 from api.services.keys import SCOPES, generate_key, hash_key, visible_prefix
 from api.store import transaction
 from api.timeutil import utcnow
@@ -101,11 +102,15 @@ def revoke_key(account_id: str, key_id: str) -> ApiKey:
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         ApiKey.update(revoked_at=row.revoked_at).where(ApiKey.id == row.id).execute()
+    keys.announce_change(row)
     return row
 
 
 def revoke_keys_named(account_id: str, name: str) -> int:
     """Revoke every live key of the account called `name`; returns how many."""
-    return ApiKey.update(revoked_at=utcnow()).where(
-        (ApiKey.account_id == account_id) & (ApiKey.name == name)
-        & ApiKey.revoked_at.is_null()).execute()
+    live = list(ApiKey.select().where((ApiKey.account_id == account_id) & (ApiKey.name == name)
+                                      & ApiKey.revoked_at.is_null()))
+    ApiKey.update(revoked_at=utcnow()).where(ApiKey.id.in_([k.id for k in live])).execute()
+    for row in live:
+        keys.announce_change(row)
+    return len(live)
