@@ -179,6 +179,7 @@ def test_a_signed_event_is_accepted_and_its_job_completes_the_task(client, api, 
     done = job(api, data["jobId"])
     assert done["status"] == "succeeded", done
     assert done["attempts"] == 1 and done["error"] is None
+    assert done["progress"] == {"done": 1, "total": 1}
     assert done["result"] == {"source": "tasks", "eventId": "msg_first", "type": "task.completed",
                               "handled": {"taskId": task["id"], "version": 2}}
     after = api.get(f"/tasks/{task['id']}").get_json()["data"]

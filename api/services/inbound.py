@@ -63,5 +63,6 @@ def handle(job: Job, handler: Handler) -> None:
     row = InboundEventRow.get_by_id(json.loads(job.params)["inboundEventId"])
     with transaction():
         handled = handler(_event(row))
+        jobs.report(job, 1, 1)
         jobs.finish(job, "succeeded", result={"source": row.source, "eventId": row.event_id,
                                               "type": row.type, "handled": handled})
