@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from api.inbound_signing import StandardWebhooks, StripeSignature
+from api.inbound_signing import Verifier
 
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 DEFAULT_TOLERANCE = 300
@@ -46,7 +46,7 @@ class Source:
     """A declared inbound source."""
 
     name: str
-    verifier: StandardWebhooks | StripeSignature
+    verifier: Verifier
     secret_env: str
     account_env: str
     tolerance: int
@@ -70,7 +70,7 @@ def _default_account_env(secret_env: str) -> str:
     return secret_env.removesuffix("_SECRET") + "_ACCOUNT"
 
 
-def inbound(name: str, *, verifier: StandardWebhooks | StripeSignature, secret_env: str,
+def inbound(name: str, *, verifier: Verifier, secret_env: str,
             account_env: str | None = None, tolerance: int = DEFAULT_TOLERANCE):
     """Register the decorated function as the handler of the inbound source `name`."""
     if not NAME.fullmatch(name):

@@ -12,7 +12,8 @@ and names the sender's id for the event (what redeliveries are recognised by):
   allowed, other schemes (`v0`) ignored; the event id is the body's `id`.
 
 Both refuse a timestamp more than `tolerance` seconds from now, in either direction, and
-compare signatures in constant time. Nothing here knows HTTP: `headers` is any mapping.
+compare signatures in constant time. Another scheme is any object shaped like `Verifier`.
+Nothing here knows HTTP: `headers` is any mapping.
 """
 
 import hashlib
@@ -20,6 +21,7 @@ import hmac
 import re
 import time
 from collections.abc import Mapping
+from typing import Protocol
 
 from api.webhook_signing import WebhookVerificationError, verify_webhook
 
@@ -28,6 +30,16 @@ _DIGITS = re.compile(r"[0-9]{1,12}")
 
 class InvalidSignature(Exception):
     """The request is not signed with the source's secret, or not recently."""
+
+
+class Verifier(Protocol):
+    """What a source's verifier does."""
+
+    def verify(self, body: bytes, headers: Mapping[str, str], secret: str, tolerance: int) -> None:
+        """Raise `InvalidSignature` unless `body` is signed with `secret` within `tolerance` seconds."""
+
+    def event_id(self, headers: Mapping[str, str], payload: dict) -> str | None:
+        """The sender's id for the event (a verified request's), or None when it names none."""
 
 
 def _lowered(headers: Mapping[str, str]) -> dict[str, str]:
