@@ -28,6 +28,7 @@ from api.blueprints import (
     files,
     graphql,
     health,
+    inbound,
     jobs,
     live,
     records,
@@ -117,6 +118,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     api.register_blueprint(files.blp)
     api.register_blueprint(tus.blp)
     api.register_blueprint(jobs.blp)
+    api.register_blueprint(inbound.blp)
     api.register_blueprint(endpoints.blueprint())
     for entity in ENTITIES.values():
         api.register_blueprint(bulk.make_blueprint(entity))

@@ -168,3 +168,19 @@ class Job(BaseModel):
 
     class Meta:
         table_name = "jobs"
+
+
+class InboundEventRow(BaseModel):
+    """A verified inbound webhook event, once per (source, sender's event id)."""
+
+    id = peewee.CharField(primary_key=True, max_length=40)
+    account_id = peewee.CharField(max_length=40)
+    source = peewee.CharField(max_length=40)
+    event_id = peewee.CharField(max_length=255)
+    type = peewee.CharField(max_length=200, null=True)
+    payload = peewee.TextField()
+    job_id = peewee.CharField(max_length=40, null=True)
+    received_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "inbound_events"

@@ -75,5 +75,6 @@ def verify_webhook(body: bytes, headers: dict, secret: str, tolerance: int = TOL
     if abs(time.time() - timestamp) > tolerance:
         raise WebhookVerificationError("timestamp outside the tolerance")
     expected = sign(secret, msg_id, timestamp, body)
-    if not any(hmac.compare_digest(expected, candidate) for candidate in signatures):
+    # As bytes: `compare_digest` refuses str holding anything but ASCII (a header may).
+    if not any(hmac.compare_digest(expected.encode(), candidate.encode()) for candidate in signatures):
         raise WebhookVerificationError("no matching signature")

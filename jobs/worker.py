@@ -7,8 +7,8 @@ runs two RQ workers:
 - in this process, an RQ `SimpleWorker` on the `webhooks` queue: delivery jobs
   run in-process (a fork per delivery would cost more than the delivery) and
   HTTP connections to webhook endpoints stay open between jobs;
-- in a child process, a forking RQ `Worker` on the `default` queue for exports
-  and imports, so a long job never holds up deliveries and each job's memory is
+- in a child process, a forking RQ `Worker` on the `default` queue for exports,
+  imports and inbound webhook events, so a long job never holds up deliveries and each job's memory is
   returned when it ends. The child is restarted if it dies, and either worker
   is restarted in place if a Redis outage makes RQ give up.
 

@@ -70,8 +70,9 @@ TUS_VERSION = "1.0.0"
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 ALL_OPS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "nin", "contains", "isnull")
 GRAPHQL = "graphql"
-# Path parameters that name an entity type, not a record: never "another account's".
-NOT_IDS = {"entity_path"}
+# Path parameters that name an entity type or an inbound source, not a record: never
+# "another account's".
+NOT_IDS = {"entity_path", "source"}
 # Routes served outside the OpenAPI document: the scope they need, and a path to call.
 NOT_IN_OPENAPI = {
     ("/api/v1/openapi.json", "GET"): (None, "/api/v1/openapi.json"),
@@ -289,6 +290,7 @@ def build_world(account, app) -> World:
         "upload_id": tus.headers["Location"].rsplit("/", 1)[1],
         "job_id": job_id,
         "entity_path": "tasks",
+        "source": "tasks",  # unconfigured here (no TASKS_WEBHOOK_SECRET): 404, not 401
     }
     records = {"users": user["id"], "projects": project["id"], "tasks": task["id"],
                "comments": comment["id"]}
@@ -352,6 +354,8 @@ def request_kwargs(method: str, op_path: str, own: World) -> dict:
         return {"headers": tus}
     if method in ("GET", "HEAD", "DELETE", "OPTIONS"):
         return {}
+    if op_path == "/api/v1/inbound/{source}":
+        return {"json": {}}
     if op_path == "/api/v1/export/{entity_path}":
         return {"json": {"format": "csv"}}
     if op_path == "/api/v1/batch":

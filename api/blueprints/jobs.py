@@ -1,4 +1,5 @@
-"""Job routes: start exports and file imports, follow them, cancel them, download results."""
+"""Job routes: start exports and file imports, follow them (and `inbound` webhook jobs), cancel
+them, download results."""
 
 import os
 
@@ -142,7 +143,7 @@ class Jobs(MethodView):
     @blp.doc(parameters=[
         {"in": "query", "name": "status", "schema": {"type": "string", "enum": [
             "queued", "running", "succeeded", "failed", "canceled"]}},
-        {"in": "query", "name": "type", "schema": {"type": "string", "enum": ["export", "import"]}},
+        {"in": "query", "name": "type", "schema": {"type": "string", "enum": list(jobs.TYPES)}},
         {"in": "query", "name": "page", "schema": {"type": "integer", "minimum": 1}},
         {"in": "query", "name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
     ])
@@ -154,8 +155,8 @@ class Jobs(MethodView):
         status, kind = args.get("status"), args.get("type")
         if status is not None and status not in ("queued", "running", *jobs.FINISHED):
             errors["status"] = ["Must be one of: queued, running, succeeded, failed, canceled."]
-        if kind is not None and kind not in ("export", "import"):
-            errors["type"] = ["Must be one of: export, import."]
+        if kind is not None and kind not in jobs.TYPES:
+            errors["type"] = [f"Must be one of: {', '.join(jobs.TYPES)}."]
         if errors:
             raise ValidationFailed(dict(errors), "Invalid query parameters.")
         rows, total, has_next = jobs.list_page(current_account_id(), page, limit, status, kind)

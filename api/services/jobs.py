@@ -1,11 +1,12 @@
 """Long-running jobs: the database row is the source of truth; RQ only executes.
 
-A job is created `queued` and enqueued after commit. A worker claims it
-(`queued` → `running`, attempts + 1), reports progress and a heartbeat once per
-chunk, and finishes it `succeeded`, `failed` or `canceled`, emitting
-`job.completed` or `job.failed`. The worker's sweeper re-enqueues jobs still
-queued after `REQUEUE_AFTER` (a lost enqueue) and rescues `running` jobs whose
-heartbeat stopped (a killed worker): retried while attempts remain, else failed.
+Types: `export` and `import` (run by `jobs.data`) and `inbound` (a received webhook
+event handled by its source's handler, `jobs.inbound`). A job is created `queued` and
+enqueued after commit. A worker claims it (`queued` → `running`, attempts + 1), reports
+progress and a heartbeat once per chunk, and finishes it `succeeded`, `failed` or
+`canceled`, emitting `job.completed` or `job.failed`. The worker's sweeper re-enqueues
+jobs still queued after `REQUEUE_AFTER` (a lost enqueue) and rescues `running` jobs
+whose heartbeat stopped (a killed worker): retried while attempts remain, else failed.
 It also deletes export files older than `JOB_RESULT_TTL`.
 """
 
@@ -26,6 +27,8 @@ from api.timeutil import format_rfc3339, utcnow
 log = logging.getLogger("quiver.jobs")
 
 FINISHED = ("succeeded", "failed", "canceled")
+RUNNERS = {"export": "jobs.data.run", "import": "jobs.data.run", "inbound": "jobs.inbound.run"}
+TYPES = tuple(RUNNERS)
 REQUEUE_AFTER = timedelta(seconds=30)
 
 
@@ -56,7 +59,7 @@ def create(account_id: str, job_type: str, entity: str, params: dict) -> Job:
     with transaction():
         row = Job.create(id=new_id("job"), account_id=account_id, type=job_type, entity=entity,
                          status="queued", params=json.dumps(params), created_at=now, enqueued_at=now)
-        on_commit(lambda: enqueue(row.id))
+        on_commit(lambda: enqueue(row.id, job_type))
     return row
 
 
@@ -69,11 +72,11 @@ def create_import(account_id: str, entity: str, fmt: str, upload: Path) -> Job:
     return row
 
 
-def enqueue(job_id: str) -> None:
+def enqueue(job_id: str, job_type: str) -> None:
     """Put a job on the RQ queue; if Redis is down the sweeper enqueues it later."""
     try:
         queue.get_queue(queue.DEFAULT_QUEUE).enqueue(
-            "jobs.data.run", job_id, job_timeout=config.current().job_timeout + 60,
+            RUNNERS[job_type], job_id, job_timeout=config.current().job_timeout + 60,
             result_ttl=0, failure_ttl=24 * 3600)
     except Exception as exc:  # noqa: BLE001 - the sweeper catches up
         log.warning("could not enqueue job %s: %s", job_id, exc)
@@ -175,9 +178,9 @@ def sweep() -> int:
         if path.exists():
             path.unlink()
             touched += 1
-    for row in Job.select(Job.id).where((Job.status == "queued") & (
+    for row in Job.select(Job.id, Job.type).where((Job.status == "queued") & (
             Job.enqueued_at.is_null() | (Job.enqueued_at < now - REQUEUE_AFTER))):
         Job.update(enqueued_at=now).where(Job.id == row.id).execute()
-        enqueue(row.id)
+        enqueue(row.id, row.type)
         touched += 1
     return touched
