@@ -8,7 +8,8 @@ For SQLite, and PostgreSQL when one answers (see tests/backends.py):
 3. the same 1,000 tasks as 1,000 single `POST /tasks` on one keep-alive connection;
    a batch of 20 `GET /tasks/{id}` against the same 20 requests sent one by one;
 4. `GET /api/v1/tasks/{id}` vs a hello-world view under the same load generator (and the same
-   with rate limiting off, to show its share);
+   with rate limiting off, to show its share); on PostgreSQL also vs Kinto's record GET, Kinto
+   running from a virtualenv of its own under the same gunicorn settings (bench/kinto_peer.py);
 5. `GET /api/v1/tasks?limit=100&expand=assignee,project`: requests/s and SQL queries per request,
    and the same data through GraphQL (bench/graphql.py);
 6. webhook deliveries/s and commit-to-receipt latency with 1 and 2 workers (bench/webhooks.py);
@@ -16,7 +17,8 @@ For SQLite, and PostgreSQL when one answers (see tests/backends.py):
 8. a 200 MB upload against `cp`, and the web process's memory during it (bench/uploads.py);
 9. export of 100,000 tasks and import of a 100,000-row JSONL file in a worker process: rows/s and
    peak RSS, against raw executemany (bench/jobs.py).
-The load generator is bench/load.py (threads with keep-alive connections).
+The load generator is bench/load.py (threads with keep-alive connections). BENCH_ROUNDS and
+BENCH_DURATION (seconds per load run) shorten a run while developing.
 """
 
 import json
@@ -27,22 +29,25 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from api import create_app, migrate, store
 from api.services import accounts
 from bench import graphql as graphql_bench
 from bench import jobs as jobs_bench
-from bench import load, streams, uploads, webhooks
+from bench import kinto_peer, load, streams, uploads, webhooks
 from tests import backends
 from tests.procs import free_port, start_gunicorn, stop_process
 
 ROWS = 1000
 UNLIMITED = {f"RATELIMIT_{name}": "100000000 per minute"
              for name in ("DEFAULT", "BATCH", "BULK", "UPLOAD", "EXPORT")}
-DURATION = 3.0
+DURATION = float(os.environ.get("BENCH_DURATION", "3"))
 THREADS = 16  # keep-alive connections: enough that both workers get a fair share
-ROUNDS = 5  # baseline and Quiver alternate, so a burst of noise on the machine hits both
+# baseline and Quiver alternate over ROUNDS, so a burst of noise on the machine hits both
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+WEB_CONCURRENCY, WEB_THREADS = 2, 8  # gunicorn workers and threads of every HTTP figure (Kinto's too)
 
 
 def line(backend: str, text: str) -> None:
@@ -104,8 +109,9 @@ def count_list_queries(app, key: str) -> int:
 
 
 def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str,
-                  core_only: bool = False) -> None:
-    """Every figure for one backend; with `core_only`, those of the bulk, read and batch paths."""
+                  core_only: bool = False, kinto_url: str | None = None) -> None:
+    """Every figure for one backend; with `core_only`, those of the bulk, read and batch paths.
+    With `kinto_url` (a PostgreSQL database URL), `GET /tasks/{id}` is also set against Kinto's."""
     env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "VAR_DIR": str(var_dir),
            "LOG_LEVEL": "WARNING", "WEBHOOK_ALLOW_PRIVATE": "true", **UNLIMITED}
     app = create_app(env)
@@ -115,13 +121,14 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str,
         raw_rate = raw_executemany_rate(account.id)
     line(name, f"raw executemany of the same rows, in-process: {raw_rate:,.0f} rows/s (reference)")
 
-    proc_env = {**os.environ, **env, "BENCH_ACCOUNT_ID": account.id, "WEB_CONCURRENCY": "2",
-                "WEB_THREADS": "8"}
+    proc_env = {**os.environ, **env, "BENCH_ACCOUNT_ID": account.id,
+                "WEB_CONCURRENCY": str(WEB_CONCURRENCY), "WEB_THREADS": str(WEB_THREADS)}
     quiver_port, base_port, unlimited_port = free_port(), free_port(), free_port()
     quiver = start_gunicorn(proc_env, quiver_port)
     baseline = start_gunicorn(proc_env, base_port, "bench.baseline_app:app", "/hello")
     unlimited = start_gunicorn({**proc_env, "RATELIMIT_ENABLED": "false"}, unlimited_port)
     auth = {"Authorization": f"Bearer {key}"}
+    peers = ExitStack()
     try:
         payload = {"items": tasks_payload()}
         pairs = [(timed_posts(base_port, "/import", payload, {}, repeat=1),
@@ -145,18 +152,35 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str,
             return load.run(port, "GET", lambda: f"/api/v1/tasks/{random.choice(ids)}",
                             headers=auth, threads=THREADS, duration=DURATION)
 
+        kinto = _start_kinto(peers, name, kinto_url) if kinto_url else None
+
+        def get_kinto():
+            if kinto is None:
+                return None
+            result = load.run(kinto.port, "GET", lambda: random.choice(kinto.record_paths),
+                              headers=kinto.headers, threads=THREADS, duration=DURATION)
+            assert result.errors == 0, f"{result.errors} Kinto record GETs failed"
+            return result
+
         rounds = [(load.run(base_port, "GET", "/hello", threads=THREADS, duration=DURATION),
-                   get_one(quiver_port), get_one(unlimited_port)) for _ in range(ROUNDS)]
-        latencies = load.LoadResult(0, 1, [t for _, q, _ in rounds for t in q.latencies], 0)
-        line(name, f"GET /tasks/{{id}}: {statistics.median(q.rate for _, q, _ in rounds):,.0f} req/s, "
+                   get_one(quiver_port), get_one(unlimited_port), get_kinto()) for _ in range(ROUNDS)]
+        peers.close()
+        latencies = load.LoadResult(0, 1, [t for _, q, _, _ in rounds for t in q.latencies], 0)
+        line(name, f"GET /tasks/{{id}}: {statistics.median(q.rate for _, q, _, _ in rounds):,.0f} req/s, "
                    f"p50 {latencies.p50:.1f} ms, p99 {latencies.percentile(0.99):.1f} ms; hello world "
-                   f"{statistics.median(h.rate for h, _, _ in rounds):,.0f} req/s; "
-                   f"ratio {statistics.median(q.rate / h.rate for h, q, _ in rounds):.2f} "
+                   f"{statistics.median(h.rate for h, _, _, _ in rounds):,.0f} req/s; "
+                   f"ratio {statistics.median(q.rate / h.rate for h, q, _, _ in rounds):.2f} "
                    f"(median of {ROUNDS} alternating rounds; goal >= 0.5)")
         line(name, f"GET /tasks/{{id}} with RATELIMIT_ENABLED=false: "
-                   f"{statistics.median(u.rate for _, _, u in rounds):,.0f} req/s; ratio "
-                   f"{statistics.median(u.rate / h.rate for h, _, u in rounds):.2f} "
+                   f"{statistics.median(u.rate for _, _, u, _ in rounds):,.0f} req/s; ratio "
+                   f"{statistics.median(u.rate / h.rate for h, _, u, _ in rounds):.2f} "
                    "(the share of rate limiting: flask-limiter and one Redis script per request)")
+        if kinto is not None:
+            line(name, f"GET /tasks/{{id}} vs Kinto record GET: "
+                       f"{statistics.median(q.rate for _, q, _, _ in rounds):,.0f} req/s vs "
+                       f"{statistics.median(k.rate for _, _, _, k in rounds):,.0f} req/s, ratio "
+                       f"{statistics.median(q.rate / k.rate for _, q, _, k in rounds):.2f}× "
+                       f"(median of {ROUNDS} alternating rounds; goal >= 5x)")
 
         batch_seconds, single_seconds = _batch_vs_singles(quiver_port, auth, ids[:20])
         line(name, f"batch of 20 GET /tasks/{{id}}: {batch_seconds * 1000:.1f} ms; 20 keep-alive "
@@ -174,6 +198,7 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str,
                    f"p50 {listing.p50:.1f} ms, p99 {listing.percentile(0.99):.1f} ms, "
                    f"{queries} SQL queries per request")
     finally:
+        peers.close()
         stop_process(quiver)
         stop_process(baseline)
         stop_process(unlimited)
@@ -184,6 +209,15 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str,
     jobs_bench.run(line, name, app, account.id, env)
     streams.run(line, name, env, key)
     uploads.run(line, name, env, key, var_dir)
+
+
+def _start_kinto(peers: ExitStack, name: str, database_url: str) -> kinto_peer.Peer | None:
+    """Kinto serving records (stopped when `peers` closes), or None if it could not be installed."""
+    try:
+        return peers.enter_context(kinto_peer.serve(database_url, WEB_CONCURRENCY, WEB_THREADS))
+    except kinto_peer.Unavailable as exc:
+        line(name, f"GET /tasks/{{id}} vs Kinto record GET: skipped ({exc})")
+        return None
 
 
 def _batch_vs_singles(port: int, auth: dict, ids: list[str], rounds: int = 30) -> tuple[float, float]:
@@ -253,7 +287,7 @@ def main() -> None:
         if backends.postgres_answers(pg):
             url, schema = backends.postgres_schema_url(pg)
             try:
-                bench_backend("postgresql", url, var_dir, redis_url, core_only)
+                bench_backend("postgresql", url, var_dir, redis_url, core_only, kinto_url=pg)
             finally:
                 backends.drop_postgres_schema(pg, schema)
         else:
