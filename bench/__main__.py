@@ -13,7 +13,7 @@ For SQLite, and PostgreSQL when one answers (see tests/backends.py):
 5. `GET /api/v1/tasks?limit=100&expand=assignee,project`: requests/s and SQL queries per request,
    and the same data through GraphQL (bench/graphql.py);
 6. webhook deliveries/s and commit-to-receipt latency with 1 and 2 workers (bench/webhooks.py);
-7. 200 open SSE streams: memory per stream, commit-to-arrival latency, CRUD latency (bench/streams.py);
+7. 1,000 open SSE streams: memory per stream, commit-to-arrival latency, CRUD latency (bench/streams.py);
 8. a 200 MB upload against `cp`, and the web process's memory during it (bench/uploads.py);
 9. export of 100,000 tasks and import of a 100,000-row JSONL file in a worker process: rows/s and
    peak RSS, against raw executemany (bench/jobs.py).
