@@ -1,8 +1,10 @@
 """gunicorn settings, all from environment variables.
 
 `gthread` workers: each process serves `WEB_THREADS` requests at once (default
-192), so slow clients and open event streams (one thread each, capped at
-`SSE_MAX_STREAMS` per process) never starve ordinary requests.
+640, started as needed, so an idle server stays lean), so slow clients and open
+event streams (one thread each, capped at `SSE_MAX_STREAMS` per process: by
+default the threads less a tenth, at least 16, so 576 a process and 1,152 on the
+default two) never starve ordinary requests.
 """
 
 import gc
@@ -16,8 +18,9 @@ server_errors.install()  # gunicorn's own 400/414/431 refusals in the JSON error
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("WEB_THREADS", "192"))
+threads = int(os.environ.get("WEB_THREADS", "640"))
 worker_class = "gthread"
+worker_connections = max(1000, threads + 256)  # streams hold a connection each
 timeout = int(os.environ.get("WEB_TIMEOUT", "60"))
 graceful_timeout = int(os.environ.get("WEB_GRACEFUL_TIMEOUT", "20"))
 keepalive = 5

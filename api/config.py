@@ -31,6 +31,12 @@ def parse_duration(text: str) -> int:
     return int(match.group(1)) * _UNITS.get(match.group(2) or "s")
 
 
+def _stream_cap(threads: int) -> int:
+    """Streams one web process holds by default: its threads less a reserve for ordinary
+    requests (16, or a tenth of the threads when that is more)."""
+    return max(1, threads - max(16, threads // 10))
+
+
 @dataclass(frozen=True)
 class Settings:
     """The service's settings; build one with `Settings.from_env()`."""
@@ -120,8 +126,8 @@ class Settings:
             job_result_ttl=parse_duration(env.get("JOB_RESULT_TTL", "24h")),
             job_stale_after=parse_duration(env.get("JOB_STALE_AFTER", "2m")),
             job_max_attempts=int(env.get("JOB_MAX_ATTEMPTS", "3")),
-            sse_max_streams=int(env.get("SSE_MAX_STREAMS", "0")) or max(
-                1, int(env.get("WEB_THREADS", "192")) - 16),
+            sse_max_streams=int(env.get("SSE_MAX_STREAMS", "0")) or _stream_cap(
+                int(env.get("WEB_THREADS", "640"))),
             graphql_max_depth=int(env.get("GRAPHQL_MAX_DEPTH", "8")),
             graphql_max_cost=int(env.get("GRAPHQL_MAX_COST", "10000")),
             graphql_max_query_bytes=int(env.get("GRAPHQL_MAX_QUERY_BYTES", "32768")),

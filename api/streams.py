@@ -6,10 +6,15 @@ all of them, which hands every message to the queues of the streams open in
 that process for that account. A stream therefore costs one thread (a gthread
 worker thread) and a queue, not a Redis connection.
 
-Each stream follows its account's log by position (`LogFollower`): messages
-from Redis may arrive out of commit order (they come from many processes), so
-an event that is not the next position makes the stream read the log from
-where it stands. When the subscription is lost (Redis restarts), events
+Messages from Redis may arrive out of commit order (they come from many
+processes). The hub puts each account's events back in order once for all its
+streams: a message that skips positions makes it read the missing events from
+the log (one query per gap, not one per stream) and hand them over first; a
+message it has already passed is dropped. Each event is also rendered as SSE
+text once. Each stream then follows its account's log by position
+(`LogFollower`): what it receives is normally the next position; anything else
+(its own resume, a reset, a gap the hub could not fill) makes it read the log
+from where it stands. When the subscription is lost (Redis restarts), events
 published meanwhile never reach the hub, so once it is back every open stream
 reads the log the same way. Every stream therefore sends each event once, in
 commit order; what it cannot replay in full it answers with a `reset`.
@@ -34,6 +39,7 @@ log = logging.getLogger("quiver.streams")
 SHUTDOWN = object()
 RESYNC = object()
 RESET = 'data: {"type":"reset"}\n\n'
+GAP_FILL_LIMIT = 1000  # a longer gap is left to each stream's own catch-up (or reset)
 
 
 @dataclass(eq=False)
@@ -102,7 +108,7 @@ class LogFollower:
             if position <= self.position:
                 continue
             if self.accepts(item["event"]):
-                sent.append(format_event(item["event"]))
+                sent.append(item.get("sse") or format_event(item["event"]))
             self.position = position
         return sent
 
@@ -121,6 +127,7 @@ class Hub:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self.connected = threading.Event()
+        self._dispatched: dict[str, int] = {}  # per account: the last position handed over
 
     def subscribe(self, account_id: str) -> Subscription:
         subscription = Subscription(account_id)
@@ -168,6 +175,7 @@ class Hub:
                 pubsub = redis_conn.client().pubsub(ignore_subscribe_messages=True)
                 pubsub.psubscribe(f"{CHANNEL}:*")
                 if lost:
+                    self._dispatched.clear()
                     self._broadcast(RESYNC)
                     lost = False
                 self.connected.set()
@@ -191,13 +199,33 @@ class Hub:
         with self._lock:
             members = list(self._subscriptions.get(account_id, ()))
         if not members:
+            self._dispatched.pop(account_id, None)
             return
-        parsed = json.loads(message["data"])
+        items = self._in_order(account_id, json.loads(message["data"]))
+        if not items:
+            return
         for subscription in members:
             try:
-                subscription.messages.put_nowait(parsed)
+                subscription.messages.put_nowait(items)
             except queue.Full:
                 subscription.overflowed = True
+
+    def _in_order(self, account_id: str, items: list[dict]) -> list[dict]:
+        """The message's events after what was handed over already, preceded by the ones it
+        skipped (read from the log), each rendered as SSE text."""
+        last = self._dispatched.get(account_id)
+        if last is not None:
+            gap = items[0]["position"] - last - 1
+            if 0 < gap <= GAP_FILL_LIMIT:
+                with db.connection_context():
+                    missing = events.after(account_id, last, gap)
+                items = [{"position": r.position, "event": events.as_json(r)} for r in missing] + items
+            items = [item for item in items if item["position"] > last]
+        for item in items:
+            item["sse"] = format_event(item["event"])
+        if items:
+            self._dispatched[account_id] = items[-1]["position"]
+        return items
 
 
 hub = Hub()

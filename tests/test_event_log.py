@@ -319,3 +319,23 @@ def test_an_event_whose_publish_was_lost_arrives_within_a_heartbeat(
     finally:
         response.close()
     assert data and json.loads(data[0])["data"]["id"] == lost["id"]
+
+
+def test_the_hub_puts_each_accounts_events_in_order_once_for_all_its_streams(
+        app, api, account, count_queries):
+    from api.streams import Hub
+
+    for index in range(5):
+        api.create("tasks", title=f"t{index}")
+    log = _published(app, account.id)
+    hub = Hub()
+    with app.app_context():
+        assert [i["position"] for i in hub._in_order(account.id, [log[0]])] == [1]
+        with count_queries() as counter:
+            # Position 4 overtakes 2 and 3: one read of the log brings them first.
+            arrived = hub._in_order(account.id, [log[3]])
+        assert [i["position"] for i in arrived] == [2, 3, 4]
+        assert len([s for s in counter.statements if '"events"' in s[0]]) == 1
+        assert all(i["sse"].startswith(f"id: {i['event']['id']}\n") for i in arrived)
+        assert hub._in_order(account.id, [log[1]]) == []  # passed already: dropped
+        assert [i["position"] for i in hub._in_order(account.id, [log[4]])] == [5]
