@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -70,9 +71,22 @@ def test_make_run_starts_refuses_a_second_start_and_stops_cleanly_in_order(fresh
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+        _kill_everything_of(fresh_env["VAR_DIR"])
     assert server.returncode == 0
     assert "SIGKILL" not in output and "lost Redis" not in output and "Traceback" not in output
     assert not _processes_mentioning(fresh_env["VAR_DIR"]), "the embedded Redis outlived make run"
+
+
+def _kill_everything_of(var_dir: str) -> None:
+    """SIGKILL any process left with this VAR_DIR (honcho's children run in sessions of
+    their own, so a failed test must not leave them serving)."""
+    marker = f"VAR_DIR={var_dir}".encode()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "environ").read_bytes().split(b"\0"):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue
 
 
 def _ok(url: str) -> bool:
