@@ -161,8 +161,8 @@ def admit(row, settings: Settings, marker: tuple[str, str, str] | None, charge_k
     if not applied and marker is None:
         return "admitted"
     limiter = current_app.extensions["quiver_limiter"]
-    storage = limiter.limiter.storage
-    windows = [storage.prefixed_key(lim.limit.key_for(*lim.args)) for lim in applied]
+    windows = [limiter.limiter.storage.prefixed_key(lim.limit.key_for(*lim.args))
+               for lim in applied]  # (no storage when limits are off: then none apply)
     name, epoch, counter = marker or ("quiver:key:-", "", "")
     argv = [time.time(), "1" if marker else "0", epoch, counter, keys.new_epoch()]
     for lim in applied:

@@ -20,6 +20,7 @@ from api.models import ApiKey
 from api.services import keys
 from api.timeutil import utcnow
 from tests.conftest import ApiClient
+from tests.extra_apps import extra_apps
 
 
 def key_queries(counter) -> list:
@@ -135,3 +136,16 @@ def test_a_revocation_redis_cannot_hear_of_is_a_503_and_can_be_said_again(
     monkeypatch.setattr(redis_conn, "client", real)
     assert account.api.delete(f"/api-keys/{key_id}").status_code == 204
     assert reader.get("/tasks").status_code == 401
+
+
+def test_with_rate_limits_off_keys_are_still_checked_for_revocation(app, account, backend_env):
+    with extra_apps() as build:
+        unlimited = build({**backend_env, "RATELIMIT_ENABLED": "false"}).test_client()
+        reader = ApiClient(unlimited, new_key(account).key)
+        answers = [reader.get("/tasks") for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 200]
+        assert "X-RateLimit-Limit" not in answers[-1].headers
+        listed = ApiClient(unlimited, account.api.key).get("/api-keys").get_json()["data"]
+        key_id = next(k["id"] for k in listed if reader.key.startswith(k["prefix"]))
+        assert ApiClient(unlimited, account.api.key).delete(f"/api-keys/{key_id}").status_code == 204
+        assert reader.get("/tasks").status_code == 401
