@@ -114,9 +114,12 @@ def run(line, backend: str, env: dict, key: str) -> None:
                               headers=auth, threads=1, total=1)
             assert result.errors == 0
             time.sleep(0.05)
-        wait_for(lambda: len(reader.arrivals) >= EVENTS
-                 and all(len(v) >= STREAMS for v in reader.arrivals.values()),
-                 timeout=120, message="events on every stream")
+        try:
+            wait_for(lambda: len(reader.arrivals) >= EVENTS
+                     and all(len(v) >= STREAMS for v in reader.arrivals.values()),
+                     timeout=120, message="events on every stream")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {_arrived(reader)}") from None
         created_at = _event_times(port, auth)
         latencies = sorted((arrival - created_at[event_id]) * 1000
                            for event_id, arrivals in reader.arrivals.items()
@@ -132,6 +135,11 @@ def run(line, backend: str, env: dict, key: str) -> None:
         reader.close()
     finally:
         stop_process(server)
+
+
+def _arrived(reader: StreamReader) -> str:
+    counts = sorted(len(v) for v in reader.arrivals.values())
+    return f"{len(counts)} events seen, on {counts[0] if counts else 0}–{counts[-1] if counts else 0} streams"
 
 
 def _get(port: int, auth: dict, path: str) -> bytes:
