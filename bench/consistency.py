@@ -323,6 +323,8 @@ class Load:
             user_id = random.choice(self.pool.users)
         self.client.call("DELETE /users/{id}", "DELETE", f"/api/v1/users/{user_id}")
         with self.pool.lock:
+            if user_id not in self.pool.users:
+                return  # another writer deleted and replaced it meanwhile
             self.pool.users.remove(user_id)
         self.add_user()
 
