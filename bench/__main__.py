@@ -182,6 +182,7 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str,
                        f"{statistics.median(q.rate / k.rate for _, q, _, k in rounds):.2f}× "
                        f"(median of {ROUNDS} alternating rounds; goal >= 5x)")
 
+        _writes_vs_hello(name, quiver_port, base_port, auth, ids)
         batch_seconds, single_seconds = _batch_vs_singles(quiver_port, auth, ids[:20])
         line(name, f"batch of 20 GET /tasks/{{id}}: {batch_seconds * 1000:.1f} ms; 20 keep-alive "
                    f"requests: {single_seconds * 1000:.1f} ms; batch {single_seconds / batch_seconds:.1f}x "
@@ -209,6 +210,29 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str,
     jobs_bench.run(line, name, app, account.id, env)
     streams.run(line, name, env, key)
     uploads.run(line, name, env, key, var_dir)
+
+
+def _writes_vs_hello(name: str, quiver_port: int, base_port: int, auth: dict, ids: list[str]) -> None:
+    """`POST /tasks` and `PATCH /tasks/{id}` (each one a real write) against hello world."""
+    counter = iter(range(10**9))
+
+    def titled():
+        return {"title": f"Written {next(counter)}"}
+
+    rounds = [(load.run(base_port, "GET", "/hello", threads=THREADS, duration=DURATION),
+               load.run(quiver_port, "POST", "/api/v1/tasks", body=titled, headers=auth,
+                        threads=THREADS, duration=DURATION),
+               load.run(quiver_port, "PATCH", lambda: f"/api/v1/tasks/{random.choice(ids)}",
+                        body=titled, headers=auth, threads=THREADS, duration=DURATION))
+              for _ in range(ROUNDS)]
+    for label, index in (("POST /tasks", 1), ("PATCH /tasks/{id}", 2)):
+        results = [r[index] for r in rounds]
+        assert all(r.errors == 0 for r in results), f"{label}: {sum(r.errors for r in results)} errors"
+        line(name, f"{label} vs hello world: "
+                   f"{statistics.median(r.rate for r in results):,.0f} req/s, p99 "
+                   f"{statistics.median(r.percentile(0.99) for r in results):.1f} ms; ratio "
+                   f"{statistics.median(r[index].rate / r[0].rate for r in rounds):.2f} "
+                   f"(median of {ROUNDS} alternating rounds; reported)")
 
 
 def _start_kinto(peers: ExitStack, name: str, database_url: str) -> kinto_peer.Peer | None:

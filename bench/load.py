@@ -30,9 +30,12 @@ class LoadResult:
 
 def run(port: int, method: str, paths, *, body=None, headers=None, threads: int = 4,
         duration: float | None = None, total: int | None = None) -> LoadResult:
-    """Send requests until `duration` seconds pass or `total` requests are done."""
-    payload = json.dumps(body).encode() if body is not None else None
-    headers = {**(headers or {}), **({"Content-Type": "application/json"} if payload else {})}
+    """Send requests until `duration` seconds pass or `total` requests are done.
+
+    `paths` and `body` may be callables, called for each request (a body that changes
+    every time, so that each PATCH writes)."""
+    payload = json.dumps(body).encode() if body is not None and not callable(body) else None
+    headers = {**(headers or {}), **({"Content-Type": "application/json"} if body is not None else {})}
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
@@ -52,7 +55,8 @@ def run(port: int, method: str, paths, *, body=None, headers=None, threads: int 
                 break
             path = paths() if callable(paths) else paths
             started = time.perf_counter()
-            conn.request(method, path, body=payload, headers=headers)
+            data = json.dumps(body()).encode() if callable(body) else payload
+            conn.request(method, path, body=data, headers=headers)
             response = conn.getresponse()
             response.read()
             local.append(time.perf_counter() - started)
