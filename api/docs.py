@@ -150,14 +150,21 @@ def _filter_value(spec, op: str) -> dict:
 
 
 def filter_parameter(spec) -> dict:
-    """`field=value` and `field[op]=value`, as one `deepObject` parameter named after the field."""
+    """`field=value` and `field[op]=value`, as one `deepObject` parameter named after the field.
+
+    Its example is `{}`, no filter: Swagger UI's "Try it out" pre-fills an object parameter
+    with its example, or else with a sample of every operator (`{"eq": "string", "in":
+    "string", …}`), which the server rightly refuses.
+    """
+    name = spec.json_name
     return {
-        "in": "query", "name": spec.json_name, "required": False, "style": "deepObject",
-        "explode": True,
-        "description": f"Filter on `{spec.json_name}`: `{spec.json_name}[op]=value` with op one of "
-                       f"{', '.join(spec.operators)}; `{spec.json_name}=value` is short for `[eq]`.",
+        "in": "query", "name": name, "required": False, "style": "deepObject", "explode": True,
+        "description": f"Filter on `{name}`: `{name}[op]=value` with op one of "
+                       f"{', '.join(spec.operators)}; `{name}=value` is short for `[eq]`. "
+                       f"In Swagger UI, e.g. `{{\"eq\": \"…\"}}` sends `{name}[eq]=…`.",
         "schema": {"type": "object", "additionalProperties": False,
                    "properties": {op: _filter_value(spec, op) for op in spec.operators}},
+        "example": {},
     }
 
 
