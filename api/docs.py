@@ -11,7 +11,7 @@ from apispec import BasePlugin
 from marshmallow import Schema, fields
 
 from api.entities.base import Entity
-from api.fields import Ref, Timestamp
+from api.fields import Ref, Text, Timestamp
 from api.query import DEFAULT_LIMIT, MAX_LIMIT, MAX_PAGE
 
 
@@ -107,10 +107,29 @@ def record_schema(entity: Entity) -> type[Schema]:
 
 
 @cache
+def load_view(schema: type[Schema], name: str) -> type[Schema]:
+    """`schema` as a request body: its fields and checks, without its read-only (`dump_only`) ones.
+
+    It loads exactly what `schema` loads: marshmallow refuses a `dump_only` field in input like
+    an unknown one (`unknown=RAISE`, documented as `additionalProperties: false`), so the
+    document leaves such fields out instead of listing them as `readOnly`. `name` names the
+    component (`TaskInput` for `TaskInputSchema`).
+    """
+    read_only = tuple(n for n, f in schema._declared_fields.items() if f.dump_only)
+    meta = type("Meta", (schema.Meta,), {"exclude": read_only})
+    return type(f"{name}Schema", (schema,), {"Meta": meta})
+
+
+@cache
 def input_schema(entity: Entity, partial: bool = False) -> Schema:
     """The request body of a create or replace (`partial=False`) or of a partial update."""
-    name = f"{entity.title}{'Patch' if partial else 'Input'}Schema"
-    return type(name, (entity.schema,), {})(partial=partial)
+    return load_view(entity.schema, f"{entity.title}{'Patch' if partial else 'Input'}")(partial=partial)
+
+
+def request_body(schema: type[Schema] | Schema, example: dict | None = None) -> dict:
+    """`blp.doc(**request_body(schema))`: a required JSON body, as `schema` (the one that loads it)."""
+    content = {"schema": schema, **({"example": example} if example is not None else {})}
+    return {"requestBody": {"required": True, "content": {"application/json": content}}}
 
 
 def _name_list(names, description: str) -> dict:
@@ -222,6 +241,7 @@ ERROR_DESCRIPTIONS = {
 }
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
+NO_NUL = "^[^\\x00]*$"
 SSE_EVENT_SCHEMA = {
     "type": "object",
     "description": "One Server-Sent Event: `data` is `{\"type\":\"connected\"}` first, then an "
@@ -263,6 +283,17 @@ def strict_nullable_refs(converter, field, ret, **kwargs) -> dict:
         del ret["anyOf"]
         return {"nullable": True, "allOf": [s for s in any_of if s != loose]}
     return {}
+
+
+def text_pattern(converter, field, ret, **kwargs) -> dict:
+    """A `Text` field refuses NUL characters (no database stores them): a `pattern` says so,
+    unless the field documents a pattern or an `enum` of its own. A `Ref` says what it names."""
+    found = {}
+    if isinstance(field, Text) and "pattern" not in ret and "enum" not in ret:
+        found["pattern"] = NO_NUL
+    if isinstance(field, Ref) and "description" not in ret:
+        found["description"] = f"The id of a {field.target} of the key's account (else 400)."
+    return found
 
 
 def error_response(status: int, description: str | None = None) -> dict:

@@ -11,7 +11,7 @@ from werkzeug.datastructures import MultiDict
 from api import config, uploads
 from api.auth import current_account_id, requires
 from api.blueprints.files import content_disposition
-from api.docs import ErrorSchema, entity_path_parameter, envelope, links, list_of
+from api.docs import ErrorSchema, entity_path_parameter, envelope, links, list_of, request_body
 from api.entities import BY_PATH
 from api.errors import APIError, NotFound, ValidationFailed, flatten_messages
 from api.http import json_body, success
@@ -73,8 +73,7 @@ def _accepted(row):
 @requires("write")
 @limited("export")
 @blp.doc(summary="Export an entity's rows (CSV or JSONL) in the background",
-         parameters=[entity_path_parameter()], requestBody={
-    "required": True, "content": {"application/json": {"schema": ExportBodySchema}}})
+         parameters=[entity_path_parameter()], **request_body(ExportBodySchema))
 @blp.response(202, envelope(JobSchema, "ExportAccepted"))
 @_job_links
 @blp.alt_response(400, schema=ErrorSchema)

@@ -20,6 +20,7 @@ from api.docs import (
     list_envelope,
     list_parameters,
     record_schema,
+    request_body,
     shape_parameters,
 )
 from api.entities import ENTITIES
@@ -63,10 +64,8 @@ def make_blueprint(entity: Entity) -> Blueprint:
     blp = Blueprint(entity.path, __name__, url_prefix=f"{BASE}/{entity.path}",
                     description=f"{title} records.")
     one = envelope(record_schema(entity), title)
-    body_doc = {"requestBody": {"required": True,
-                                "content": {"application/json": {"schema": input_schema(entity)}}}}
-    patch_doc = {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": input_schema(entity, partial=True)}}}}
+    body_doc = request_body(input_schema(entity))
+    patch_doc = request_body(input_schema(entity, partial=True))
     if_match = {"in": "header", "name": "If-Match", "required": False, "schema": {"type": "string"},
                 "description": "Write only if the record's ETag is this one (else 412)."}
     item_path = f"{BASE}/{entity.path}/{{record_id}}"
