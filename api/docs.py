@@ -5,6 +5,7 @@ derived from the same declarations that enforce them (`@requires`, path
 parameters, request bodies), so the document cannot drift from the code.
 """
 
+import re
 from functools import cache
 
 from apispec import BasePlugin
@@ -12,7 +13,7 @@ from marshmallow import Schema, fields
 
 from api.entities.base import Entity
 from api.fields import Ref, Text, Timestamp
-from api.query import DEFAULT_LIMIT, MAX_LIMIT, MAX_PAGE
+from api.query import DEFAULT_LIMIT, MAX_LIMIT, MAX_LIST_VALUES, MAX_PAGE, MAX_VALUE_LENGTH
 
 
 class ErrorSchema(Schema):
@@ -149,23 +150,40 @@ def shape_parameters(entity: Entity) -> list[dict]:
     return [{**p, "style": "form", "explode": False} for p in params]
 
 
+# One value of an `in`/`nin` list, by field kind (a timestamp: an always valid subset of RFC 3339).
+_LISTED = {
+    "datetime": "(19|20)[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3])"
+                ":[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])",
+    "int": "-?[0-9]{1,18}",
+    "bool": "(true|false)",
+}
+
+
+def _list_pattern(spec) -> str:
+    """`in`/`nin`: 1 to MAX_LIST_VALUES comma-separated values of the field's kind."""
+    if spec.kind == "enum":
+        one = "(" + "|".join(re.escape(choice) for choice in spec.choices) + ")"
+    else:
+        one = _LISTED.get(spec.kind, f"[^,\\x00]{{0,{MAX_VALUE_LENGTH}}}")
+    return f"^{one}(,{one}){{0,{MAX_LIST_VALUES - 1}}}$"
+
+
 def _filter_value(spec, op: str) -> dict:
     """The schema of one `field[op]` value."""
     if op == "isnull":
         return {"type": "string", "enum": ["true", "false"]}
     if op in ("in", "nin"):
-        return {"type": "string", "minLength": 1, "description": "Comma-separated values."}
-    if op == "contains":
-        return {"type": "string", "maxLength": 1000}
-    if spec.kind == "datetime":
+        return {"type": "string", "minLength": 1, "pattern": _list_pattern(spec),
+                "description": "Comma-separated values."}
+    if op != "contains" and spec.kind == "datetime":
         return {"type": "string", "format": "date-time"}
-    if spec.kind == "enum":
+    if op != "contains" and spec.kind == "enum":
         return {"type": "string", "enum": list(spec.choices)}
-    if spec.kind == "int":
+    if op != "contains" and spec.kind == "int":
         return {"type": "integer"}
-    if spec.kind == "bool":
+    if op != "contains" and spec.kind == "bool":
         return {"type": "string", "enum": ["true", "false"]}
-    return {"type": "string", "maxLength": 1000}
+    return {"type": "string", "maxLength": MAX_VALUE_LENGTH, "pattern": NO_NUL}
 
 
 def filter_parameter(spec) -> dict:
@@ -285,14 +303,17 @@ def strict_nullable_refs(converter, field, ret, **kwargs) -> dict:
     return {}
 
 
-def text_pattern(converter, field, ret, **kwargs) -> dict:
+def text_constraints(converter, field, ret, **kwargs) -> dict:
     """A `Text` field refuses NUL characters (no database stores them): a `pattern` says so,
-    unless the field documents a pattern or an `enum` of its own. A `Ref` says what it names."""
+    unless the field documents a pattern or an `enum` of its own. A `Ref` names a record: it
+    is not empty, and says what it names."""
     found = {}
     if isinstance(field, Text) and "pattern" not in ret and "enum" not in ret:
         found["pattern"] = NO_NUL
-    if isinstance(field, Ref) and "description" not in ret:
-        found["description"] = f"The id of a {field.target} of the key's account (else 400)."
+    if isinstance(field, Ref):
+        found["minLength"] = max(ret.get("minLength", 0), 1)
+        if "description" not in ret:
+            found["description"] = f"The id of a {field.target} of the key's account (else 400)."
     return found
 
 

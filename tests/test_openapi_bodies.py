@@ -4,7 +4,7 @@
 loads that body with. The documented schema must say what it says: the same fields (less
 the read-only ones, which are refused like unknown ones), `additionalProperties: false`
 (marshmallow's `unknown=RAISE`), the same required fields, enums, lengths, types and
-nullability, recursively; it may say more (a limit the route checks beside the schema, the
+nullability, recursively (and a reference is never empty); it may say more (a limit the route checks beside the schema, the
 event types a validator method checks), never less. Bulk routes check their items one by
 one with the entity's schema, so their documented items are compared with that schema.
 """
@@ -17,7 +17,7 @@ from marshmallow import RAISE, Schema, fields, validate
 from api.batch import FORWARDED_HEADERS, BatchSchema
 from api.blueprints import bulk, jobs
 from api.entities import ENTITIES
-from api.fields import Text, Timestamp
+from api.fields import Ref, Text, Timestamp
 from api.graphql.execution import REQUEST_KEYS
 from api.services.accounts import ApiKeySchema
 from api.services.webhooks import WebhookSchema
@@ -106,6 +106,8 @@ def _check_field(spec: dict, field, doc: dict, where: str) -> None:
             assert doc.get(high, float("inf")) <= length.max, (where, doc)
     if isinstance(field, Text) and "enum" not in doc:
         assert not re.search(doc["pattern"], NUL), (where, "a Text field documents no NUL")
+    if isinstance(field, Ref):
+        assert doc["minLength"] >= 1 and field.target in doc["description"], where
     if isinstance(field, fields.List):
         _check_field(spec, field.inner, doc["items"], f"{where}[]")
     if isinstance(field, fields.Nested):

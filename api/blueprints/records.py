@@ -71,6 +71,7 @@ def make_blueprint(entity: Entity) -> Blueprint:
     patch_doc = request_body(input_schema(entity, partial=True))
     if_match = {"in": "header", "name": "If-Match", "required": False,
                 "schema": {"type": "string", "pattern": f"^(\\*|{ETAG}( *, *{ETAG})*)$"},
+                "example": "*",
                 "description": "Write only if the record's ETag is one of these, or if it exists "
                                "(`*`); else 412."}
     item_path = f"{BASE}/{entity.path}/{{record_id}}"
