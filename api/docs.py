@@ -170,20 +170,23 @@ def _list_pattern(spec) -> str:
 
 def _filter_value(spec, op: str) -> dict:
     """The schema of one `field[op]` value."""
+    text = {"type": "string", "maxLength": MAX_VALUE_LENGTH, "pattern": NO_NUL}
     if op == "isnull":
         return {"type": "string", "enum": ["true", "false"]}
     if op in ("in", "nin"):
         return {"type": "string", "minLength": 1, "pattern": _list_pattern(spec),
                 "description": "Comma-separated values."}
-    if op != "contains" and spec.kind == "datetime":
+    if op == "contains":
+        return text
+    if spec.kind == "datetime":
         return {"type": "string", "format": "date-time"}
-    if op != "contains" and spec.kind == "enum":
+    if spec.kind == "enum":
         return {"type": "string", "enum": list(spec.choices)}
-    if op != "contains" and spec.kind == "int":
+    if spec.kind == "int":
         return {"type": "integer"}
-    if op != "contains" and spec.kind == "bool":
+    if spec.kind == "bool":
         return {"type": "string", "enum": ["true", "false"]}
-    return {"type": "string", "maxLength": MAX_VALUE_LENGTH, "pattern": NO_NUL}
+    return text
 
 
 def filter_parameter(spec) -> dict:

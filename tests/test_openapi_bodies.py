@@ -4,9 +4,10 @@
 loads that body with. The documented schema must say what it says: the same fields (less
 the read-only ones, which are refused like unknown ones), `additionalProperties: false`
 (marshmallow's `unknown=RAISE`), the same required fields, enums, lengths, types and
-nullability, recursively (and a reference is never empty); it may say more (a limit the route checks beside the schema, the
-event types a validator method checks), never less. Bulk routes check their items one by
-one with the entity's schema, so their documented items are compared with that schema.
+nullability, recursively (and a reference is never empty); it may say more (a limit the
+route checks beside the schema, the event types a validator method checks), never less.
+Bulk routes check their items one by one with the entity's schema, so their documented
+items are compared with that schema.
 """
 
 import re
