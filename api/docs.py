@@ -108,16 +108,17 @@ def record_schema(entity: Entity) -> type[Schema]:
 
 
 @cache
-def load_view(schema: type[Schema], name: str) -> type[Schema]:
+def load_view(schema: type[Schema], name: str, refused: tuple[str, ...] = ()) -> type[Schema]:
     """`schema` as a request body: its fields and checks, without its read-only (`dump_only`) ones.
 
     It loads exactly what `schema` loads: marshmallow refuses a `dump_only` field in input like
     an unknown one (`unknown=RAISE`, documented as `additionalProperties: false`), so the
-    document leaves such fields out instead of listing them as `readOnly`. `name` names the
-    component (`TaskInput` for `TaskInputSchema`).
+    document leaves such fields out instead of listing them as `readOnly`; so are `refused`
+    ones, which the route refuses after loading. `name` names the component (`TaskInput` for
+    `TaskInputSchema`).
     """
     read_only = tuple(n for n, f in schema._declared_fields.items() if f.dump_only)
-    meta = type("Meta", (schema.Meta,), {"exclude": read_only})
+    meta = type("Meta", (schema.Meta,), {"exclude": read_only + refused})
     return type(f"{name}Schema", (schema,), {"Meta": meta})
 
 

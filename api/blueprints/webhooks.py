@@ -26,10 +26,11 @@ class TestSentSchema(Schema):
     event = fields.Nested(EventSchema)
 
 
-def _input_view(name: str) -> type[Schema]:
+def _input_view(name: str, refused: tuple[str, ...] = ()) -> type[Schema]:
     """`WebhookSchema` as a request body, with what the service checks beyond it documented:
-    `url` (`url_guard`: http(s), a host, no credentials) and `events` (known types, no repeats)."""
-    return type(f"{name}Schema", (load_view(WebhookSchema, name),), {
+    `url` (`url_guard`: http(s), a host, no credentials) and `events` (known types, no repeats);
+    without the `refused` fields."""
+    return type(f"{name}Schema", (load_view(WebhookSchema, name, refused),), {
         "url": fields.String(required=True, validate=validate.Length(1, 2048), metadata={
             "format": "uri", "pattern": "^https?://[A-Za-z0-9.-]+(:[1-9][0-9]{0,3})?([/?#][!-~]*)?$",
             "description": "http(s), with a host that resolves; private, loopback and link-local "
@@ -41,8 +42,8 @@ def _input_view(name: str) -> type[Schema]:
 
 
 WebhookInputSchema = _input_view("WebhookInput")
-# `PATCH` takes any of the fields (the secret changes only by rotation).
-WebhookPatchSchema = _input_view("WebhookPatch")
+# `PATCH` takes any of the fields but the secret, which changes only by rotation (`webhooks.update`).
+WebhookPatchSchema = _input_view("WebhookPatch", refused=("secret",))
 
 
 ITEM = "/api/v1/webhooks/{webhook_id}"
