@@ -102,8 +102,9 @@ def start_export(entity_path):
 @blp.doc(summary="Import a CSV or JSONL file in the background",
          parameters=[entity_path_parameter()], requestBody={
     "required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "properties": {"file": {"type": "string", "format": "binary"},
-                                         "format": {"type": "string", "enum": ["csv", "jsonl"]}}}}}})
+        "type": "object", "required": ["file", "format"],  # `format` may be left to a .csv/.jsonl name
+        "properties": {"file": {"type": "string", "format": "binary", "minLength": 1},
+                       "format": {"type": "string", "enum": ["csv", "jsonl"]}}}}}})
 @blp.response(202, envelope(JobSchema, "ImportAccepted"))
 @_job_links
 @blp.alt_response(400, schema=ErrorSchema)
