@@ -37,7 +37,7 @@ from api.blueprints import (
     webhooks,
 )
 from api.config import Settings
-from api.docs import CommonErrorsPlugin, ErrorSchema, strict_nullable_refs
+from api.docs import CommonErrorsPlugin, ErrorSchema, strict_nullable_refs, text_constraints
 from api.entities import ENTITIES
 from api.fields import Timestamp
 from api.services import keys
@@ -109,12 +109,13 @@ def create_app(overrides: dict | None = None) -> Flask:
     api = QuiverApi(app, spec_kwargs={"extra_plugins": [CommonErrorsPlugin(app)]})
     api.register_field(Timestamp, "string", "date-time")
     api.ma_plugin.converter.add_attribute_function(strict_nullable_refs)
+    api.ma_plugin.converter.add_attribute_function(text_constraints)
     api.register_blueprint(health.blp)
     api.register_blueprint(api_keys.blp)
     api.register_blueprint(events.blp)
     api.register_blueprint(webhooks.blp)
     api.register_blueprint(stream.blp)
-    api.register_blueprint(batch.blp)
+    api.register_blueprint(batch.make_blueprint())
     api.register_blueprint(files.blp)
     api.register_blueprint(tus.blp)
     api.register_blueprint(jobs.blp)

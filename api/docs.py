@@ -5,14 +5,15 @@ derived from the same declarations that enforce them (`@requires`, path
 parameters, request bodies), so the document cannot drift from the code.
 """
 
+import re
 from functools import cache
 
 from apispec import BasePlugin
 from marshmallow import Schema, fields
 
 from api.entities.base import Entity
-from api.fields import Ref, Timestamp
-from api.query import DEFAULT_LIMIT, MAX_LIMIT, MAX_PAGE
+from api.fields import Ref, Text, Timestamp
+from api.query import DEFAULT_LIMIT, MAX_LIMIT, MAX_LIST_VALUES, MAX_PAGE, MAX_VALUE_LENGTH
 
 
 class ErrorSchema(Schema):
@@ -107,10 +108,30 @@ def record_schema(entity: Entity) -> type[Schema]:
 
 
 @cache
+def load_view(schema: type[Schema], name: str, refused: tuple[str, ...] = ()) -> type[Schema]:
+    """`schema` as a request body: its fields and checks, without its read-only (`dump_only`) ones.
+
+    It loads exactly what `schema` loads: marshmallow refuses a `dump_only` field in input like
+    an unknown one (`unknown=RAISE`, documented as `additionalProperties: false`), so the
+    document leaves such fields out instead of listing them as `readOnly`; so are `refused`
+    ones, which the route refuses after loading. `name` names the component (`TaskInput` for
+    `TaskInputSchema`).
+    """
+    read_only = tuple(n for n, f in schema._declared_fields.items() if f.dump_only)
+    meta = type("Meta", (schema.Meta,), {"exclude": read_only + refused})
+    return type(f"{name}Schema", (schema,), {"Meta": meta})
+
+
+@cache
 def input_schema(entity: Entity, partial: bool = False) -> Schema:
     """The request body of a create or replace (`partial=False`) or of a partial update."""
-    name = f"{entity.title}{'Patch' if partial else 'Input'}Schema"
-    return type(name, (entity.schema,), {})(partial=partial)
+    return load_view(entity.schema, f"{entity.title}{'Patch' if partial else 'Input'}")(partial=partial)
+
+
+def request_body(schema: type[Schema] | Schema, example: dict | None = None) -> dict:
+    """`blp.doc(**request_body(schema))`: a required JSON body, as `schema` (the one that loads it)."""
+    content = {"schema": schema, **({"example": example} if example is not None else {})}
+    return {"requestBody": {"required": True, "content": {"application/json": content}}}
 
 
 def _name_list(names, description: str) -> dict:
@@ -130,14 +151,34 @@ def shape_parameters(entity: Entity) -> list[dict]:
     return [{**p, "style": "form", "explode": False} for p in params]
 
 
+# One value of an `in`/`nin` list, by field kind (a timestamp: an always valid subset of RFC 3339).
+_LISTED = {
+    "datetime": "(19|20)[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3])"
+                ":[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])",
+    "int": "-?[0-9]{1,18}",
+    "bool": "(true|false)",
+}
+
+
+def _list_pattern(spec) -> str:
+    """`in`/`nin`: 1 to MAX_LIST_VALUES comma-separated values of the field's kind."""
+    if spec.kind == "enum":
+        one = "(" + "|".join(re.escape(choice) for choice in spec.choices) + ")"
+    else:
+        one = _LISTED.get(spec.kind, f"[^,\\x00]{{0,{MAX_VALUE_LENGTH}}}")
+    return f"^{one}(,{one}){{0,{MAX_LIST_VALUES - 1}}}$"
+
+
 def _filter_value(spec, op: str) -> dict:
     """The schema of one `field[op]` value."""
+    text = {"type": "string", "maxLength": MAX_VALUE_LENGTH, "pattern": NO_NUL}
     if op == "isnull":
         return {"type": "string", "enum": ["true", "false"]}
     if op in ("in", "nin"):
-        return {"type": "string", "minLength": 1, "description": "Comma-separated values."}
+        return {"type": "string", "minLength": 1, "pattern": _list_pattern(spec),
+                "description": "Comma-separated values."}
     if op == "contains":
-        return {"type": "string", "maxLength": 1000}
+        return text
     if spec.kind == "datetime":
         return {"type": "string", "format": "date-time"}
     if spec.kind == "enum":
@@ -146,18 +187,25 @@ def _filter_value(spec, op: str) -> dict:
         return {"type": "integer"}
     if spec.kind == "bool":
         return {"type": "string", "enum": ["true", "false"]}
-    return {"type": "string", "maxLength": 1000}
+    return text
 
 
 def filter_parameter(spec) -> dict:
-    """`field=value` and `field[op]=value`, as one `deepObject` parameter named after the field."""
+    """`field=value` and `field[op]=value`, as one `deepObject` parameter named after the field.
+
+    Its example is `{}`, no filter: Swagger UI's "Try it out" pre-fills an object parameter
+    with its example, or else with a sample of every operator (`{"eq": "string", "in":
+    "string", …}`), which the server rightly refuses.
+    """
+    name = spec.json_name
     return {
-        "in": "query", "name": spec.json_name, "required": False, "style": "deepObject",
-        "explode": True,
-        "description": f"Filter on `{spec.json_name}`: `{spec.json_name}[op]=value` with op one of "
-                       f"{', '.join(spec.operators)}; `{spec.json_name}=value` is short for `[eq]`.",
+        "in": "query", "name": name, "required": False, "style": "deepObject", "explode": True,
+        "description": f"Filter on `{name}`: `{name}[op]=value` with op one of "
+                       f"{', '.join(spec.operators)}; `{name}=value` is short for `[eq]`. "
+                       f"In Swagger UI, e.g. `{{\"eq\": \"…\"}}` sends `{name}[eq]=…`.",
         "schema": {"type": "object", "additionalProperties": False,
                    "properties": {op: _filter_value(spec, op) for op in spec.operators}},
+        "example": {},
     }
 
 
@@ -215,6 +263,7 @@ ERROR_DESCRIPTIONS = {
 }
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
+NO_NUL = "^[^\\x00]*$"
 SSE_EVENT_SCHEMA = {
     "type": "object",
     "description": "One Server-Sent Event: `data` is `{\"type\":\"connected\"}` first, then an "
@@ -256,6 +305,20 @@ def strict_nullable_refs(converter, field, ret, **kwargs) -> dict:
         del ret["anyOf"]
         return {"nullable": True, "allOf": [s for s in any_of if s != loose]}
     return {}
+
+
+def text_constraints(converter, field, ret, **kwargs) -> dict:
+    """A `Text` field refuses NUL characters (no database stores them): a `pattern` says so,
+    unless the field documents a pattern or an `enum` of its own. A `Ref` names a record: it
+    is not empty, and says what it names."""
+    found = {}
+    if isinstance(field, Text) and "pattern" not in ret and "enum" not in ret:
+        found["pattern"] = NO_NUL
+    if isinstance(field, Ref):
+        found["minLength"] = max(ret.get("minLength", 0), 1)
+        if "description" not in ret:
+            found["description"] = f"The id of a {field.target} of the key's account (else 400)."
+    return found
 
 
 def error_response(status: int, description: str | None = None) -> dict:

@@ -13,6 +13,8 @@ from api.services import accounts
 from tests import backends
 from tests.procs import ROOT, free_port, start_gunicorn, stop_process, wait_for  # noqa: F401
 
+pytest_plugins = ["tests.browser"]  # the `chromium` and `browser` fixtures
+
 BASE = "/api/v1"
 GENEROUS_LIMIT = "100000/minute"
 

@@ -4,7 +4,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from api.auth import current_account_id, requires
-from api.docs import ErrorSchema, envelope, links, list_of
+from api.docs import ErrorSchema, envelope, links, list_of, load_view, request_body
 from api.http import json_body, no_content, success
 from api.idempotency import reveals_secret
 from api.services import accounts
@@ -23,8 +23,7 @@ class ApiKeys(MethodView):
 
     @requires("admin")
     @reveals_secret
-    @blp.doc(requestBody={"required": True,
-                          "content": {"application/json": {"schema": ApiKeySchema}}})
+    @blp.doc(**request_body(load_view(ApiKeySchema, "ApiKeyInput")))
     @blp.response(201, envelope(CreatedApiKeySchema, "CreatedApiKey"))
     @blp.doc(**links(201, "/api/v1/api-keys/{key_id}", ("get", "delete"), key_id="$response.body#/data/id"))
     @blp.alt_response(400, schema=ErrorSchema)

@@ -7,9 +7,10 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate
 
+from api import config
 from api.auth import current_account_id, requires
 from api.body_limits import large_body
-from api.docs import ErrorSchema, envelope, input_schema, record_schema
+from api.docs import ErrorSchema, envelope, input_schema, load_view, record_schema, request_body
 from api.entities.base import Entity
 from api.errors import ValidationFailed, flatten_messages
 from api.fields import StrictBoolean, Text
@@ -65,23 +66,30 @@ def _result_schema(entity: Entity, count_name: str) -> type[Schema]:
 
 
 @cache
-def _doc_bodies(entity: Entity) -> tuple[type[Schema], type[Schema]]:
-    """The documented import and bulk-update bodies, with the entity's own item schemas.
-
-    (Requests are checked by the generic schemas above and then item by item by the service.)
-    """
-    update_item = type(f"{entity.title}BulkUpdateItemSchema", (entity.schema,), {
-        "id": fields.String(required=True, metadata={"description": f"The {entity.name} to change."})})
-    others = tuple(name for name in update_item._declared_fields if name != "id")
-    between = validate.Length(min=1)  # and at most BULK_MAX_ITEMS (default 1000)
-    import_body = type(f"{entity.title}ImportBodySchema", (Schema,), {
-        "items": fields.List(fields.Nested(input_schema(entity)), required=True, validate=between),
-        "options": fields.Nested(BulkOptionsSchema)})
-    update_body = type(f"{entity.title}BulkUpdateBodySchema", (Schema,), {
+def _doc_bodies(entity: Entity, limit: int) -> tuple[type[Schema], type[Schema]]:
+    """The documented import and bulk-update bodies: the schemas that check them (above), with
+    the size `_parse` checks (1 to `limit` entries) and the item schema the service checks each
+    item with (the entity's own, an update's fields being optional beside its `id`)."""
+    update_item = load_view(type(f"{entity.title}BulkUpdateItemSchema", (entity.schema,), {
+        "id": Text(required=True, validate=validate.Length(min=1),
+                   metadata={"description": f"The {entity.name} to change."})}),
+        f"{entity.title}BulkUpdateItem")
+    others = tuple(name for name, f in update_item._declared_fields.items()
+                   if name != "id" and not f.dump_only)
+    import_body = type(f"{entity.title}ImportBodySchema", (ImportBodySchema,), {
+        "items": fields.List(fields.Nested(input_schema(entity)), required=True,
+                             validate=validate.Length(1, limit))})
+    update_body = type(f"{entity.title}BulkUpdateBodySchema", (BulkUpdateBodySchema,), {
         "updates": fields.List(fields.Nested(update_item(partial=others)), required=True,
-                               validate=between),
-        "options": fields.Nested(BulkOptionsSchema)})
+                               validate=validate.Length(1, limit))})
     return import_body, update_body
+
+
+@cache
+def _doc_delete_body(limit: int) -> type[Schema]:
+    """The documented bulk-delete body: `BulkDeleteBodySchema` with the size `_parse` checks."""
+    return type("BulkDeleteBodySchema", (BulkDeleteBodySchema,), {
+        "ids": fields.List(Text(), required=True, validate=validate.Length(1, limit))})
 
 
 def _parse(schema: type[Schema], list_name: str) -> dict:
@@ -119,16 +127,15 @@ def make_blueprint(entity: Entity) -> Blueprint:
     blp = Blueprint(f"{entity.path}-bulk", __name__, url_prefix="/api/v1",
                     description=f"Bulk writes of {entity.path}.")
 
-    def body_doc(schema):
-        return {"requestBody": {"required": True,
-                                "content": {"application/json": {"schema": schema}}}}
+    limit = config.current().bulk_max_items
+    import_body, update_body = _doc_bodies(entity, limit)
 
     @blp.route(f"/import/{entity.path}")
     class Import(MethodView):
         @requires("write")
         @limited("bulk")
         @large_body
-        @blp.doc(summary=f"Create many {entity.path}", **body_doc(_doc_bodies(entity)[0]))
+        @blp.doc(summary=f"Create many {entity.path}", **request_body(import_body))
         @blp.response(201, envelope(_result_schema(entity, "created"), f"{entity.title}Import"))
         @blp.alt_response(207, description="Some items failed (skipInvalid).", success=True,
                           schema=envelope(_result_schema(entity, "created"), f"{entity.title}Import"))
@@ -145,7 +152,7 @@ def make_blueprint(entity: Entity) -> Blueprint:
         @requires("write")
         @limited("bulk")
         @large_body
-        @blp.doc(summary=f"Update many {entity.path}", **body_doc(_doc_bodies(entity)[1]))
+        @blp.doc(summary=f"Update many {entity.path}", **request_body(update_body))
         @blp.response(200, envelope(_result_schema(entity, "updated"), f"{entity.title}BulkUpdate"))
         @blp.alt_response(207, description="Some updates failed (skipInvalid).", success=True,
                           schema=envelope(_result_schema(entity, "updated"), f"{entity.title}BulkUpdate"))
@@ -162,7 +169,7 @@ def make_blueprint(entity: Entity) -> Blueprint:
         @requires("write")
         @limited("bulk")
         @large_body
-        @blp.doc(summary=f"Delete many {entity.path}", **body_doc(BulkDeleteBodySchema))
+        @blp.doc(summary=f"Delete many {entity.path}", **request_body(_doc_delete_body(limit)))
         @blp.response(200, envelope(BulkDeleteResultSchema, f"{entity.title}BulkDelete"))
         @blp.alt_response(400, schema=ErrorSchema)
         def post(self):

@@ -58,13 +58,17 @@ DOWNLOAD_DOC = {
 }
 
 
+_BYTES = {"type": "string", "format": "binary", "minLength": 1,
+          "description": "JPEG, PNG or PDF bytes by default (UPLOAD_ALLOWED_TYPES, sniffed; else 415)."}
+# One file in `file` or several in `files` (else 400 "No file provided"), none of them empty.
 UPLOAD_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object",
     "properties": {
-        "file": {"type": "string", "format": "binary"},
-        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
-        "taskId": {"type": "string"},
-    }}}}}}
+        "file": _BYTES,
+        "files": {"type": "array", "minItems": 1, "items": _BYTES},
+        "taskId": {"type": "string", "description": "The id of a task to attach the files to."},
+    },
+    "anyOf": [{"required": ["file"]}, {"required": ["files"]}]}}}}}
 
 
 @blp.route("/upload", methods=["POST"])

@@ -11,7 +11,7 @@ from flask_smorest import Blueprint as DocumentedBlueprint
 from marshmallow import Schema, fields
 
 from api.auth import any_scope, public
-from api.docs import ERROR_REF
+from api.docs import ERROR_REF, request_body
 from api.errors import APIError
 from api.graphql import execution
 from api.graphql.resolvers import Context
@@ -26,9 +26,13 @@ assets_blp = Blueprint("graphql-assets", __name__, url_prefix="/api/v1/graphql")
 
 
 class GraphQLRequestSchema(Schema):
-    query = fields.String(required=True)
+    """What `execution._check_request` accepts (the query must then parse and validate)."""
+
+    query = fields.String(required=True, metadata={"pattern": "\\S", "description": (
+        "A GraphQL document, at most GRAPHQL_MAX_QUERY_BYTES (default 32768) bytes of UTF-8.")})
     variables = fields.Dict(allow_none=True)
     operationName = fields.String(allow_none=True)
+    extensions = fields.Raw(allow_none=True, metadata={"description": "Accepted and ignored."})
 
 
 class GraphQLErrorSchema(Schema):
@@ -48,15 +52,15 @@ class GraphQLErrorsSchema(Schema):
 
 
 _REFUSED = {"anyOf": [GraphQLErrorsSchema, ERROR_REF]}
+EXAMPLE = {"query": "query($s: String) { tasks(limit: 5, filter: {status: $s}) { totalCount "
+                    "edges { node { id title assignee { name } } } } }",
+           "variables": {"s": "todo"}}
 
 
 @blp.route("", methods=["POST"])
 @any_scope
-@blp.doc(summary="Run a GraphQL query or mutation", requestBody={
-    "required": True, "content": {"application/json": {"schema": GraphQLRequestSchema, "example": {
-        "query": "query($s: String) { tasks(limit: 5, filter: {status: $s}) { totalCount "
-                 "edges { node { id title assignee { name } } } } }",
-        "variables": {"s": "todo"}}}}}, responses={
+@blp.doc(summary="Run a GraphQL query or mutation", **request_body(GraphQLRequestSchema, EXAMPLE),
+         responses={
     "400": {"description": "Not a GraphQL request, a syntax error (`BAD_REQUEST`), or a query "
                            "invalid for the schema or over the depth or cost limits "
                            "(`VALIDATION_FAILED`).",

@@ -12,7 +12,7 @@ from werkzeug.datastructures import MultiDict
 from api import config, uploads
 from api.auth import current_account_id, requires
 from api.blueprints.files import content_disposition
-from api.docs import ErrorSchema, entity_path_parameter, envelope, links, list_of
+from api.docs import ErrorSchema, entity_path_parameter, envelope, links, list_of, request_body
 from api.entities import BY_PATH
 from api.errors import APIError, NotFound, ValidationFailed, flatten_messages
 from api.fields import StrictBoolean
@@ -80,8 +80,7 @@ def _accepted(row):
 @requires("write")
 @limited("export")
 @blp.doc(summary="Export an entity's rows (CSV or JSONL) in the background",
-         parameters=[entity_path_parameter()], requestBody={
-    "required": True, "content": {"application/json": {"schema": ExportBodySchema}}})
+         parameters=[entity_path_parameter()], **request_body(ExportBodySchema))
 @blp.response(202, envelope(JobSchema, "ExportAccepted"))
 @_job_links
 @blp.alt_response(400, schema=ErrorSchema)
@@ -111,8 +110,9 @@ def start_export(entity_path):
 @blp.doc(summary="Import a CSV or JSONL file in the background",
          parameters=[entity_path_parameter()], requestBody={
     "required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "properties": {"file": {"type": "string", "format": "binary"},
-                                         "format": {"type": "string", "enum": ["csv", "jsonl"]}}}}}})
+        "type": "object", "required": ["file", "format"],  # `format` may be left to a .csv/.jsonl name
+        "properties": {"file": {"type": "string", "format": "binary", "minLength": 1},
+                       "format": {"type": "string", "enum": ["csv", "jsonl"]}}}}}})
 @blp.response(202, envelope(JobSchema, "ImportAccepted"))
 @_job_links
 @blp.alt_response(400, schema=ErrorSchema)

@@ -20,6 +20,7 @@ from api.docs import (
     list_envelope,
     list_parameters,
     record_schema,
+    request_body,
     shape_parameters,
 )
 from api.entities import ENTITIES
@@ -30,6 +31,9 @@ from api.services.records import Page, reads_record, service_for
 from api.services.writes import etag, etag_matches
 
 BASE = "/api/v1"
+ETAG = '"[!#-~]*"'  # an entity tag (RFC 9110): what `ETag` headers carry
+# A write conditional on the version just read (links from a GET to the writes of its record).
+CONDITIONAL = {"record_id": "$request.path.record_id", "header.If-Match": "$response.header.ETag"}
 
 
 def _link_header(lq: ListQuery, page: Page) -> str | None:
@@ -63,16 +67,18 @@ def make_blueprint(entity: Entity) -> Blueprint:
     blp = Blueprint(entity.path, __name__, url_prefix=f"{BASE}/{entity.path}",
                     description=f"{title} records.")
     one = envelope(record_schema(entity), title)
-    body_doc = {"requestBody": {"required": True,
-                                "content": {"application/json": {"schema": input_schema(entity)}}}}
-    patch_doc = {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": input_schema(entity, partial=True)}}}}
-    if_match = {"in": "header", "name": "If-Match", "required": False, "schema": {"type": "string"},
-                "description": "Write only if the record's ETag is this one (else 412)."}
+    body_doc = request_body(input_schema(entity))
+    patch_doc = request_body(input_schema(entity, partial=True))
+    if_match = {"in": "header", "name": "If-Match", "required": False,
+                "schema": {"type": "string", "pattern": f"^(\\*|{ETAG}( *, *{ETAG})*)$"},
+                "example": "*",
+                "description": "Write only if the record's ETag is one of these, or if it exists "
+                               "(`*`); else 412."}
     item_path = f"{BASE}/{entity.path}/{{record_id}}"
     item_methods = ("get", "patch", "put", "delete")
     if_none_match = {"in": "header", "name": "If-None-Match", "required": False,
-                     "schema": {"type": "string"},
+                     "schema": {"type": "string",
+                                "pattern": f"^(\\*|(W/)?{ETAG}( *, *(W/)?{ETAG})*)$"},
                      "description": "Answer 304 if the record's ETag is this one."}
 
     def record_response(row, status: int = 200, fields=None, expand=()):
@@ -127,6 +133,7 @@ def make_blueprint(entity: Entity) -> Blueprint:
         @reads_record(entity.name)
         @blp.doc(parameters=[*shape_parameters(entity), if_none_match], summary=f"Get a {entity.name}")
         @blp.response(200, one)
+        @blp.doc(**links(200, item_path, ("patch", "put", "delete"), **CONDITIONAL))
         @blp.alt_response(304, description="Not modified (If-None-Match matched).")
         @blp.alt_response(404, schema=ErrorSchema)
         def get(self, record_id):

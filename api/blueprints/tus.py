@@ -33,13 +33,17 @@ def _header(name: str, description: str, schema: dict | None = None, required: b
 
 TUS_RESUMABLE = _header("Tus-Resumable", "The protocol version (else 412).",
                         {"type": "string", "enum": [VERSION]}, required=True)
-UPLOAD_LENGTH = _header("Upload-Length", "The upload's size in bytes.", required=True)
+UPLOAD_LENGTH = _header("Upload-Length", "The upload's size in bytes, at most UPLOAD_MAX_BYTES "
+                        "(default 10 MiB; 413 above).",
+                        {"type": "string", "pattern": "^[1-9][0-9]{0,17}$"}, required=True)
 UPLOAD_METADATA = _header("Upload-Metadata", "Comma-separated `key base64(value)` pairs "
                           "(`filename`, `taskId`).")
 UPLOAD_OFFSET = _header("Upload-Offset", "Where these bytes go: the current offset (else 409).",
-                        required=True)
+                        {"type": "string", "pattern": "^[0-9]{1,18}$"}, required=True)
 UPLOAD_CHECKSUM = _header("Upload-Checksum", "`sha1 <base64>` or `sha256 <base64>` of these bytes "
-                          "(460 when they do not match).")
+                          "(460 when they do not match).", {"type": "string", "pattern": (
+                              "^(sha1|sha256) ([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|"
+                              "[A-Za-z0-9+/]{3}=)?$")})
 STATE_HEADERS = {name: {"schema": {"type": "string"}} for name in
                  ("Upload-Offset", "Upload-Length", "Upload-Expires", "Tus-Resumable")}
 

@@ -9,7 +9,7 @@ from marshmallow import Schema, fields, validate
 
 from api.auth import current_account_id, requires
 from api.blueprints.events import EventSchema
-from api.docs import ErrorSchema, envelope, links, list_of
+from api.docs import ErrorSchema, envelope, links, list_of, load_view, request_body
 from api.errors import ValidationFailed
 from api.http import json_body, no_content, success
 from api.idempotency import reveals_secret
@@ -26,31 +26,29 @@ class TestSentSchema(Schema):
     event = fields.Nested(EventSchema)
 
 
-def _input_fields() -> dict:
-    """The documented shape of `url` and `events` (the service checks them in `webhooks._load`)."""
-    return {
+def _input_view(name: str, refused: tuple[str, ...] = ()) -> type[Schema]:
+    """`WebhookSchema` as a request body, with what the service checks beyond it documented:
+    `url` (`url_guard`: http(s), a host, no credentials) and `events` (known types, no repeats);
+    without the `refused` fields."""
+    return type(f"{name}Schema", (load_view(WebhookSchema, name, refused),), {
         "url": fields.String(required=True, validate=validate.Length(1, 2048), metadata={
-            "format": "uri", "pattern": "^https?://",
-            "description": "http(s); private, loopback and link-local hosts are refused unless "
-                           "WEBHOOK_ALLOW_PRIVATE=true."}),
+            "format": "uri", "pattern": "^https?://[A-Za-z0-9.-]+(:[1-9][0-9]{0,3})?([/?#][!-~]*)?$",
+            "description": "http(s), with a host that resolves; private, loopback and link-local "
+                           "hosts are refused unless WEBHOOK_ALLOW_PRIVATE=true."}),
         "events": fields.List(fields.String(validate=validate.OneOf([*events.event_types(), "*"])),
                               required=True, validate=validate.Length(1, 100),
                               metadata={"uniqueItems": True}),
-    }
+    })
 
 
-WebhookInputSchema = type("WebhookInputSchema", (WebhookSchema,), _input_fields())
-# `PATCH` takes any of the fields (the secret changes only by rotation).
-WebhookPatchSchema = type("WebhookPatchSchema", (WebhookSchema,), _input_fields())
+WebhookInputSchema = _input_view("WebhookInput")
+# `PATCH` takes any of the fields but the secret, which changes only by rotation (`webhooks.update`).
+WebhookPatchSchema = _input_view("WebhookPatch", refused=("secret",))
 
 
 ITEM = "/api/v1/webhooks/{webhook_id}"
 NEW_ID = {"webhook_id": "$response.body#/data/id"}
 SAME_ID = {"webhook_id": "$request.path.webhook_id"}
-
-
-def _body_doc(schema):
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 def _deliveries(rows) -> list[dict]:
@@ -67,7 +65,7 @@ class Webhooks(MethodView):
 
     @requires("admin")
     @reveals_secret
-    @blp.doc(**_body_doc(WebhookInputSchema))
+    @blp.doc(**request_body(WebhookInputSchema))
     @blp.response(201, envelope(WebhookWithSecretSchema, "CreatedWebhook"))
     @blp.doc(**links(201, ITEM, ("get", "patch", "delete"), **NEW_ID))
     @blp.doc(**links(201, f"{ITEM}/test", ("post",), **NEW_ID))
@@ -89,7 +87,7 @@ class WebhookItem(MethodView):
         return success(webhooks.serialize(webhooks.get(current_account_id(), webhook_id)))
 
     @requires("admin")
-    @blp.doc(**_body_doc(WebhookPatchSchema(partial=True)))
+    @blp.doc(**request_body(WebhookPatchSchema(partial=True)))
     @blp.response(200, envelope(WebhookSchema, "UpdatedWebhook"))
     @blp.alt_response(400, schema=ErrorSchema)
     @blp.alt_response(404, schema=ErrorSchema)

@@ -12,6 +12,9 @@ from api.services.keys import SCOPES, generate_key, hash_key, visible_prefix
 from api.store import transaction
 from api.timeutil import utcnow
 
+_LIMIT = "[1-9][0-9]{0,8}/(second|minute|hour|day|month|year)"
+RATE_LIMIT_PATTERN = f"^{_LIMIT}(;{_LIMIT})*$"  # documented: `@validates` below is the check
+
 
 class ApiKeySchema(Schema):
     """An API key as shown to clients (never its secret, except once at creation)."""
@@ -20,10 +23,12 @@ class ApiKeySchema(Schema):
     name = Text(required=True, validate=validate.Length(1, 200))
     prefix = fields.String(dump_only=True)
     scopes = fields.List(fields.String(validate=validate.OneOf(SCOPES)), required=True,
-                         validate=validate.Length(min=1))
+                         validate=validate.Length(min=1), metadata={"uniqueItems": True})
     rateLimit = Text(attribute="rate_limit", allow_none=True, load_default=None,
-                     validate=validate.Length(max=200),
-                     metadata={"example": "100/minute;2000/hour"})
+                     validate=validate.Length(max=200), metadata={
+                         "example": "100/minute;2000/hour", "pattern": RATE_LIMIT_PATTERN,
+                         "description": "Limits like `100/minute;2000/hour` (the `limits` "
+                                        "library's notation; `100 per minute` works too)."})
     createdAt = Timestamp(attribute="created_at", dump_only=True)
     lastUsedAt = Timestamp(attribute="last_used_at", dump_only=True, allow_none=True)
     revokedAt = Timestamp(attribute="revoked_at", dump_only=True, allow_none=True)
