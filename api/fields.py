@@ -51,8 +51,15 @@ class Timestamp(fields.Field):
 
 
 class Ref(Text):
-    """The id of another record of the same account (checked by the service)."""
+    """The id of another record of the same account (checked by the service); never empty
+    (null, where allowed, is how a reference is cleared)."""
 
     def __init__(self, target: str, **kwargs):
         self.target = target
         super().__init__(**kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not text:
+            raise ValidationError("Must name a record (use null for none).")
+        return text

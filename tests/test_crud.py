@@ -644,10 +644,12 @@ REFERENCES = [
 def _reference_id(kind: str, target: str, other_account) -> str:
     if kind == "missing":
         return f"{PREFIXES[target]}_01JZZZZZZZZZZZZZZZZZZZZZZZ"
+    if kind == "empty":
+        return ""
     return create(other_account.api, target)["id"]
 
 
-@pytest.mark.parametrize("kind", ("missing", "other-account"))
+@pytest.mark.parametrize("kind", ("missing", "other-account", "empty"))
 @pytest.mark.parametrize(("path", "field", "target"), REFERENCES)
 def test_post_with_bad_reference_answers_400_and_writes_nothing(api, other_account, path, field,
                                                                  target, kind):
@@ -662,7 +664,7 @@ def test_post_with_bad_reference_answers_400_and_writes_nothing(api, other_accou
     assert total(other_account.api, path) == other_count
 
 
-@pytest.mark.parametrize("kind", ("missing", "other-account"))
+@pytest.mark.parametrize("kind", ("missing", "other-account", "empty"))
 @pytest.mark.parametrize(("path", "field", "target"), REFERENCES)
 def test_patch_and_put_with_bad_reference_answer_400_and_change_nothing(api, other_account, path,
                                                                         field, target, kind):

@@ -165,7 +165,7 @@ def test_creation_answers_location_offset_and_expiry(tus, app):
 
 
 @pytest.mark.parametrize(("length", "status"), [(None, 400), ("abc", 400), ("-5", 400), ("0", 400),
-                                                (str(10 * MiB + 1), 413)])
+                                                ("²", 400), (str(10 * MiB + 1), 413)])
 def test_creation_validates_upload_length(tus, length, status):
     extra = {} if length is None else {"Upload-Length": length}
     response = checked(requests.post(tus.endpoint, headers=tus.headers(extra), timeout=10), status)

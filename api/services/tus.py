@@ -53,7 +53,7 @@ def parse_metadata(header: str | None) -> dict[str, str]:
 def create(account_id: str, length_header: str | None, metadata_header: str | None) -> TusUpload:
     """A new upload of `Upload-Length` bytes."""
     settings = config.current()
-    if length_header is None or not length_header.isdigit():
+    if length_header is None or not (length_header.isascii() and length_header.isdigit()):
         raise ValidationFailed({"Upload-Length": ["Required: the upload's size in bytes."]})
     length = int(length_header)
     if length == 0:
@@ -86,7 +86,8 @@ def append(account_id: str, upload_id: str, offset_header: str | None, stream,
            checksum_header: str | None) -> TusUpload:
     """Append one PATCH body at `Upload-Offset`; completes the upload on its last byte."""
     row = get(account_id, upload_id)
-    if offset_header is None or not offset_header.isdigit() or int(offset_header) != row.offset:
+    if (offset_header is None or not (offset_header.isascii() and offset_header.isdigit())
+            or int(offset_header) != row.offset):
         raise APIError(409, "CONFLICT", f"Upload-Offset must be {row.offset}.",
                        {"offset": row.offset})
     if row.file_id:  # already complete (and its part file gone): nothing left to write
