@@ -858,7 +858,9 @@ def main() -> None:
         for name, violations in result.checks.items():
             out.writelines(f"{name}: {violation}\n" for violation in violations)
     report(result, time.monotonic() - started)
-    sys.exit(1 if any(result.checks.values()) else 0)
+    failed = sum(1 for violations in result.checks.values() if violations)
+    print(f"\nconsistency: {len(result.checks) - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":
