@@ -15,7 +15,7 @@ import pytest
 import requests
 import websocket
 
-from tests.procs import wait_for
+from tests.procs import stop_process, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -94,9 +94,4 @@ def browser(chromium, tmp_path):
     finally:
         if devtools is not None:
             devtools.close()
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
