@@ -1,5 +1,7 @@
 """Quiver: a multi-account REST API over declared entities. `create_app` builds the Flask app."""
 
+from inspect import iscoroutinefunction
+
 from flask import Flask
 from flask_cors import CORS
 from flask_smorest import Api
@@ -47,6 +49,22 @@ EXPOSED_HEADERS = ["ETag", "Location", "Link", "X-Request-ID", "Retry-After",
                    "Idempotent-Replayed"]
 
 
+class QuiverFlask(Flask):
+    """Flask, remembering which functions are coroutines: it would ask `inspect` again for
+    every hook and view of every request (about twenty calls each time)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._coroutines: dict = {}
+
+    def ensure_sync(self, func):
+        key = getattr(func, "__func__", func)  # a view class's method is bound anew each request
+        is_coroutine = self._coroutines.get(key)
+        if is_coroutine is None:
+            is_coroutine = self._coroutines[key] = iscoroutinefunction(func)
+        return self.async_to_sync(func) if is_coroutine else func
+
+
 class QuiverApi(Api):
     """flask-smorest's Api, documenting errors in the service's envelope."""
 
@@ -66,7 +84,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     """Build the app from environment variables (`overrides` win, for tests)."""
     settings = Settings.from_env(overrides)
     config.activate(settings)
-    app = Flask(__name__)
+    app = QuiverFlask(__name__)
     app.request_class = uploads.QuiverRequest
     app.teardown_request(uploads.discard_leftovers)
     app.config.update(

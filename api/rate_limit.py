@@ -19,23 +19,26 @@ Redis script (`admit`, called by `api.auth` once the key and its scope are known
 evaluates every limit that applies to the request at once: a request over any of
 them takes no slot in any; it also compares the key's change marker (see
 `api.services.keys`), so authentication and rate limits cost one round trip together,
-and it returns each window's state for the response's headers. Hits drop off the
-window as they age, so the script's cost does not grow with the limit. flask-limiter
-is the configuration surface (limit strings, `RATELIMIT_*`, its 429 and headers); its
-own per-request resolution of limits is replaced by `admit`.
+and it returns the window shown in the response's headers. Hits drop off the window
+as they age, so the script's cost does not grow with the limit. flask-limiter is the
+configuration surface (limit strings, `RATELIMIT_*`, its header names and
+`Retry-After` format); its own per-request hooks are not installed: which windows a
+request answers to is worked out once per key and route (`_windows`), and the headers
+are written from the script's answer.
 """
 
 import functools
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
 
-from flask import current_app, g, has_request_context, request
-from flask_limiter import Limiter, RequestLimit
+from flask import current_app, g, request
+from flask_limiter import HeaderNames, Limiter
 from flask_limiter.errors import RateLimitExceeded
 from limits import RateLimitItem, parse_many
-from limits.strategies import STRATEGIES, MovingWindowRateLimiter
-from limits.util import WindowStats
+from redis.exceptions import NoScriptError, ResponseError
+from werkzeug.http import http_date
 
 from api import redis_conn
 from api.config import Settings
@@ -50,25 +53,27 @@ log = logging.getLogger("quiver.rate_limit")
 
 # limits' moving window (a list of hit timestamps per limit, newest first): hits past the
 # window are dropped from the tail as they expire, so reading a window (oldest entry, count)
-# and taking slots cost O(1) amortised, whatever the limit. KEYS: the key epoch, the key's
-# marker, then one list per limit; ARGV: now, whether to compare the marker, the epoch and
-# counter expected, an epoch to set if there is none, then limit, expiry, cost per limit.
-# Returns {1 admitted | 0 refused | -1 stale marker, epoch, counter, the first limit over,
-# then oldest hit and count of every window}.
+# and taking slots cost O(1) amortised, whatever the limit; a list never grows past its limit
+# (slots are taken only when all fit, and a list's key names its limit). KEYS: the key epoch, the key's marker, then one
+# list per limit; ARGV: now, whether to compare the marker, the epoch and counter expected,
+# then limit, expiry, cost per limit. Returns {-1} when the marker moved (nothing taken),
+# else {1 admitted | 0 refused, the first limit over (0: none), then oldest hit and count
+# of every window}.
 ADMIT = """
 local now = tonumber(ARGV[1])
-local epoch = redis.call('get', KEYS[1])
+local state = redis.call('mget', KEYS[1], KEYS[2])
+local epoch, counter = state[1], state[2] or '0'
 if not epoch then
-    epoch = ARGV[5]
+    local t = redis.call('time')
+    epoch = t[1] .. '.' .. t[2]
     redis.call('set', KEYS[1], epoch)
 end
-local counter = redis.call('get', KEYS[2]) or '0'
 if ARGV[2] == '1' and (epoch ~= ARGV[3] or counter ~= ARGV[4]) then
-    return {-1, epoch, counter, 0}
+    return {-1}
 end
 local counts, oldests, over = {}, {}, 0
 for i = 3, #KEYS do
-    local base = 6 + (i - 3) * 3
+    local base = 5 + (i - 3) * 3
     local limit, expiry, cost = tonumber(ARGV[base]), tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
     local oldest = redis.call('lindex', KEYS[i], -1)
     while oldest and tonumber(oldest) < now - expiry do
@@ -81,72 +86,71 @@ for i = 3, #KEYS do
 end
 if over == 0 then
     for i = 3, #KEYS do
-        local base = 6 + (i - 3) * 3
-        local limit, expiry, cost = tonumber(ARGV[base]), tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
+        local base = 5 + (i - 3) * 3
+        local expiry, cost = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
         for j = 1, cost, 5000 do
             local batch = {}
             for k = j, math.min(j + 4999, cost) do batch[#batch + 1] = now end
             redis.call('lpush', KEYS[i], unpack(batch))
         end
-        redis.call('ltrim', KEYS[i], 0, limit - 1)
         redis.call('expire', KEYS[i], expiry)
-        counts[i] = math.min(counts[i] + cost, limit)
-        oldests[i] = redis.call('lindex', KEYS[i], -1)
+        counts[i] = counts[i] + cost
+        oldests[i] = oldests[i] or ARGV[1]
     end
 end
-local result = {over == 0 and 1 or 0, epoch, counter, over}
+local result = {over == 0 and 1 or 0, over}
 for i = 3, #KEYS do
-    result[#result + 1] = oldests[i] or tostring(now)
+    result[#result + 1] = oldests[i] or ARGV[1]
     result[#result + 1] = counts[i]
 end
 return result
 """
-STRATEGY = "quiver-moving-window"
+NO_MARKER = "quiver:key:-"
 
 
-class MovingWindowWithStats(MovingWindowRateLimiter):
-    """The moving window, whose window stats for this request's headers are those `admit` read."""
-
-    def get_window_stats(self, item, *identifiers: str) -> WindowStats:
-        windows = g.get("rate_limit_windows", {}) if has_request_context() else {}
-        return windows.get(item.key_for(*identifiers)) or super().get_window_stats(item, *identifiers)
-
-
-STRATEGIES[STRATEGY] = MovingWindowWithStats
-
-
-@dataclass
-class AppliedLimit:
-    """One limit on this request: what it is, the key parts of its window, what it costs."""
+@dataclass(frozen=True)
+class Window:
+    """One limit a request answers to, ready for the script: the limit, its window's name
+    (as flask-limiter would key it) and Redis key, and whether the key's limits share it."""
 
     limit: RateLimitItem
-    args: list[str]
-    cost: int
+    name: str
+    redis_key: str
     shared: bool
-    error_message = None
+    error_message = None  # (flask-limiter's 429 reads it)
+
+    @property
+    def expiry(self) -> int:
+        return self.limit.get_expiry()
 
 
 @functools.lru_cache(maxsize=256)
-def _parsed(text: str) -> tuple:
-    return tuple(sorted(parse_many(text)))
+def _parsed(text: str | None) -> tuple:
+    return tuple(sorted(parse_many(text))) if text else ()
 
 
-def _applied(row, settings: Settings, charge_key: bool) -> list[AppliedLimit]:
-    """The limits this request answers to: its key's (unless a batch already paid) and its
-    route's group or own limit."""
+@functools.lru_cache(maxsize=4096)
+def _windows(storage, key_id: str, key_limits: str | None, endpoint: str | None,
+             route_limits: str | None) -> tuple[Window, ...]:
+    """The windows of a request by key `key_id` to `endpoint`: its key's limits (None when a
+    batch already paid them) and its route's (None when it has none)."""
+    who = f"key:{key_id}"
+    applied = [(item, ["quiver", who, "global"], True) for item in _parsed(key_limits)]
+    applied += [(item, ["quiver", who, endpoint], False) for item in _parsed(route_limits)]
+    return tuple(Window(item, item.key_for(*args), storage.prefixed_key(item.key_for(*args)), shared)
+                 for item, args, shared in applied)
+
+
+def _applied(row, settings: Settings, charge_key: bool) -> tuple[Window, ...]:
+    """The windows this request answers to (none when rate limiting is off)."""
     if not settings.ratelimit_enabled:
-        return []
-    applied = []
-    who = f"key:{row.id}"
-    if charge_key:
-        cost = _cost()
-        applied += [AppliedLimit(item, ["quiver", who, "global"], cost, True)
-                    for item in _parsed(row.rate_limit or settings.ratelimit_default)]
+        return ()
     group = _group()
-    if group is not None:
-        applied += [AppliedLimit(item, ["quiver", who, request.endpoint], 1, False)
-                    for item in _parsed(settings.ratelimit_groups.get(group, group))]
-    return applied
+    storage = current_app.extensions["quiver_limiter"].limiter.storage
+    key_limits = (row.rate_limit or settings.ratelimit_default) if charge_key else None
+    route_limits = settings.ratelimit_groups.get(group, group) if group is not None else None
+    return _windows(storage, row.id, key_limits, request.endpoint if route_limits else None,
+                    route_limits)
 
 
 def admit(row, settings: Settings, marker: tuple[str, str, str] | None, charge_key: bool) -> str:
@@ -157,51 +161,80 @@ def admit(row, settings: Settings, marker: tuple[str, str, str] | None, charge_k
     again and call again); or "unreachable" when Redis did not answer (limits let the
     request through). Raises `RateLimitExceeded` when a limit is full.
     """
-    applied = _applied(row, settings, charge_key)
-    if not applied and marker is None:
+    windows = _applied(row, settings, charge_key)
+    if not windows and marker is None:
         return "admitted"
-    limiter = current_app.extensions["quiver_limiter"]
-    windows = [limiter.limiter.storage.prefixed_key(lim.limit.key_for(*lim.args))
-               for lim in applied]  # (no storage when limits are off: then none apply)
-    name, epoch, counter = marker or ("quiver:key:-", "", "")
-    argv = [time.time(), "1" if marker else "0", epoch, counter, keys.new_epoch()]
-    for lim in applied:
-        argv += [lim.limit.amount, lim.limit.get_expiry(), lim.cost]
+    name, epoch, counter = marker or (NO_MARKER, "", "")
+    cost = _cost() if charge_key else 1
+    argv = [time.time(), "1" if marker else "0", epoch, counter]
+    for window in windows:
+        argv += (window.limit.amount, window.expiry, cost if window.shared else 1)
     try:
-        client = redis_conn.client()
-        result = _script(client)(keys=[keys.EPOCH, name, *windows], args=argv, client=client)
+        result = _evaluate([keys.EPOCH, name, *(w.redis_key for w in windows)], argv)
     except keys.REDIS_DOWN as exc:
         log.warning("rate limits not applied, Redis is unreachable: %s", exc)
         return "unreachable"
-    status, over = int(result[0]), int(result[3])
-    if status == -1:
+    if result[0] == -1:
         return "stale"
-    stats = g.setdefault("rate_limit_windows", {})
-    for index, lim in enumerate(applied):
-        oldest, count = result[4 + 2 * index], int(result[5 + 2 * index])
-        stats[lim.limit.key_for(*lim.args)] = WindowStats(
-            float(oldest) + lim.limit.get_expiry(), max(0, lim.limit.amount - count))
-    if applied:
-        shown = applied[over - 1] if over else next((a for a in applied if not a.shared), applied[0])
-        limiter.context.view_rate_limit = RequestLimit(limiter, shown.limit, shown.args,
-                                                       bool(over), shown.shared)
-    if over:
-        raise RateLimitExceeded(applied[over - 1])
+    if windows:
+        over = int(result[1])
+        shown = over - 1 if over else next((i for i, w in enumerate(windows) if not w.shared), 0)
+        window = windows[shown]
+        oldest, count = float(result[2 + 2 * shown]), int(result[3 + 2 * shown])
+        g.rate_limit = (window.limit.amount, max(0, window.limit.amount - count),
+                        int(oldest + window.expiry + 1))
+        if over:
+            raise RateLimitExceeded(window)
     return "admitted"
 
 
-@functools.cache
-def _script(client):
-    """The registered script (loaded into Redis on first use, or again after a restart)."""
-    return client.register_script(ADMIT)
+ADMIT_SHA = hashlib.sha1(ADMIT.encode()).hexdigest()
+
+
+def _evaluate(script_keys: list[str], argv: list) -> list:
+    """Run `ADMIT` on this thread's connection (loading it into a Redis that lacks it)."""
+    connection = redis_conn.thread_connection()
+    try:
+        try:
+            connection.send_command("EVALSHA", ADMIT_SHA, len(script_keys), *script_keys, *argv)
+            return connection.read_response()
+        except NoScriptError:
+            connection.send_command("SCRIPT", "LOAD", ADMIT)
+            connection.read_response()
+            connection.send_command("EVALSHA", ADMIT_SHA, len(script_keys), *script_keys, *argv)
+            return connection.read_response()
+    except ResponseError:
+        raise
+    except BaseException:
+        connection.disconnect()  # a reply may be half read: start the next call afresh
+        raise
 
 
 class QuiverLimiter(Limiter):
-    """flask-limiter without its own per-request check: `admit`, called by `api.auth`,
-    evaluates the request's limits (flask-limiter still adds the headers and the 429)."""
+    """flask-limiter as the configuration surface, without its per-request hooks: `admit`,
+    called by `api.auth`, evaluates the request's limits, and `_headers` writes the headers."""
 
-    def _check_request_limit(self, callable_name=None, in_middleware=True) -> None:
-        return None
+    def init_app(self, app) -> None:
+        # flask-limiter installs its hooks only for an app it is not yet registered with
+        app.extensions.setdefault("limiter", set()).add(self)
+        super().init_app(app)
+
+    def write_headers(self, response):
+        """`X-RateLimit-*` (flask-limiter's names) of the window `admit` showed, and
+        `Retry-After` (in flask-limiter's format) on a 429."""
+        shown = g.get("rate_limit")
+        if shown is None or not (self.enabled and self._headers_enabled and self._header_mapping):
+            return response
+        amount, remaining, reset_at = shown
+        names = self._header_mapping
+        response.headers[names[HeaderNames.LIMIT]] = str(amount)
+        response.headers[names[HeaderNames.REMAINING]] = str(remaining)
+        response.headers[names[HeaderNames.RESET]] = str(reset_at)
+        if response.status_code == 429:
+            response.headers[names[HeaderNames.RETRY_AFTER]] = (
+                http_date(reset_at) if self._retry_after == "http-date"
+                else str(max(0, int(reset_at - time.time()))))
+        return response
 
 
 def limited(group_or_limit: str):
@@ -214,11 +247,6 @@ def limited(group_or_limit: str):
         return view
 
     return decorate
-
-
-def _key() -> str:
-    key = g.get("api_key")
-    return f"key:{key.id}" if key is not None else f"ip:{request.remote_addr}"
 
 
 def _cost() -> int:
@@ -242,17 +270,10 @@ def _group() -> str | None:
 def init_app(app, settings: Settings) -> Limiter:
     """Attach a limiter to `app` (after auth, so limits know the key)."""
     app.register_error_handler(RateLimitExceeded, _refused)
-
-    @app.after_request
-    def _retry_after_only_when_refused(response):
-        if response.status_code not in (429, 503):
-            response.headers.pop("Retry-After", None)
-        return response
-
-    app.extensions["quiver_limiter"] = QuiverLimiter(
-        key_func=_key,
+    limiter = QuiverLimiter(
+        key_func=lambda: f"key:{g.api_key.id}",
         app=app,
-        strategy=STRATEGY,
+        strategy="moving-window",
         storage_uri=redis_conn.storage_uri(settings),
         storage_options={"socket_connect_timeout": 1, "socket_timeout": 2},
         headers_enabled=True,
@@ -260,7 +281,9 @@ def init_app(app, settings: Settings) -> Limiter:
         key_prefix="quiver",
         enabled=settings.ratelimit_enabled,
     )
-    return app.extensions["quiver_limiter"]
+    app.after_request(limiter.write_headers)
+    app.extensions["quiver_limiter"] = limiter
+    return limiter
 
 
 def _refused(error: RateLimitExceeded):
@@ -270,11 +293,7 @@ def _refused(error: RateLimitExceeded):
 
 def _breach_details(error: RateLimitExceeded) -> dict:
     """`details` for a 429: the limit that was hit and when it resets."""
-    from flask import current_app
-
-    limiter = current_app.extensions["limiter"]
-    current = next(iter(limiter)).current_limit if limiter else None
-    reset_at = format_rfc3339(_utc(current.reset_at)) if current else None
+    reset_at = format_rfc3339(_utc(g.rate_limit[2])) if "rate_limit" in g else None
     return {"limit": str(error.limit.limit), "resetAt": reset_at}
 
 

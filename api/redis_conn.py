@@ -5,6 +5,7 @@ so the web process starts and CLI commands run even while Redis is down.
 """
 
 import os
+import threading
 from functools import cache
 
 import redis
@@ -50,3 +51,20 @@ def client() -> redis.Redis:
     """The process-wide Redis client (a connection pool, safe across threads)."""
     return redis.Redis.from_url(resolve_url(_settings), socket_connect_timeout=2,
                                 socket_timeout=5, health_check_interval=30)
+
+
+_own = threading.local()
+
+
+def thread_connection() -> redis.connection.Connection:
+    """This thread's own connection, kept for the thread's life, for the one call every
+    request makes (`api.rate_limit.admit`): it skips the pool's locking, liveness poll and
+    bookkeeping. A connection of an earlier client (the app was configured anew) is closed."""
+    current = client()
+    owner, connection = getattr(_own, "pair", (None, None))
+    if owner is not current:
+        if connection is not None:
+            connection.disconnect()
+        connection = current.connection_pool.make_connection()
+        _own.pair = (current, connection)
+    return connection

@@ -28,6 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import redis
 import requests
 
 from api.services import accounts
@@ -139,6 +140,16 @@ def test_the_window_moves_on_expired_hits_free_their_slots(account):
     response = api.get("/tasks")
     assert response.status_code == 200
     assert rate_headers(response)[:2] == (2, 1)
+
+
+def test_a_redis_that_lost_its_scripts_still_counts_exactly(account, backend_env):
+    """`SCRIPT FLUSH` (as after a Redis restart): the next request loads the script again."""
+    api = limited_key(account, "3/minute")
+    assert rate_headers(api.get("/tasks"))[:2] == (3, 2)
+    redis.Redis.from_url(backend_env["REDIS_URL"]).script_flush()
+    assert rate_headers(api.get("/tasks"))[:2] == (3, 1)
+    assert rate_headers(api.get("/tasks"))[:2] == (3, 0)
+    assert_rate_limited(api.get("/tasks"))
 
 
 def test_session_default_limit_applies_to_keys_without_their_own(account):
