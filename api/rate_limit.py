@@ -54,11 +54,11 @@ log = logging.getLogger("quiver.rate_limit")
 # limits' moving window (a list of hit timestamps per limit, newest first): hits past the
 # window are dropped from the tail as they expire, so reading a window (oldest entry, count)
 # and taking slots cost O(1) amortised, whatever the limit; a list never grows past its limit
-# (slots are taken only when all fit, and a list's key names its limit). KEYS: the key epoch, the key's marker, then one
-# list per limit; ARGV: now, whether to compare the marker, the epoch and counter expected,
-# then limit, expiry, cost per limit. Returns {-1} when the marker moved (nothing taken),
-# else {1 admitted | 0 refused, the first limit over (0: none), then oldest hit and count
-# of every window}.
+# (slots are taken only when all fit, and a list's key names its limit). KEYS: the key
+# epoch, the key's marker, then one list per limit; ARGV: now, whether to compare the
+# marker, the epoch and counter expected, then limit, expiry, cost per limit. Returns {-1}
+# when the marker moved (nothing taken), else {1 admitted | 0 refused, the first limit over
+# (0: none), then oldest hit and count of every window}.
 ADMIT = """
 local now = tonumber(ARGV[1])
 local state = redis.call('mget', KEYS[1], KEYS[2])

@@ -35,6 +35,38 @@ def _unicode_lower(value):
     return value.lower() if isinstance(value, str) else value
 
 
+class PooledPostgres(PooledPostgresqlDatabase):
+    """Pooled PostgreSQL connections, handed out without a round trip.
+
+    playhouse's pool pings each connection as it hands it out (`SELECT 1`): a second round
+    trip for every request. Here a connection is handed out as it is. When a statement sent
+    outside a transaction (a request's first, or a transaction's `BEGIN`) fails because its
+    connection is dead (the server restarted, or ended it), the pool's idle connections,
+    likely dead too, are dropped, and the statement is sent again on a new connection.
+    """
+
+    def _is_closed(self, conn) -> bool:
+        return bool(conn.closed)
+
+    def execute_sql(self, sql, params=None):
+        return self._reconnecting(super().execute_sql, sql, params)
+
+    def begin(self, *args, **kwargs):
+        return self._reconnecting(super().begin, *args, **kwargs)
+
+    def _reconnecting(self, statement, *args, **kwargs):
+        try:
+            return statement(*args, **kwargs)
+        except (peewee.OperationalError, peewee.InterfaceError):
+            conn = self._state.conn
+            if self.in_transaction() or conn is None or not conn.closed:
+                raise
+            log.warning("a pooled PostgreSQL connection was dead: the idle ones are replaced")
+            self.close()  # the pool drops a closed connection
+            self.close_idle()
+            return statement(*args, **kwargs)
+
+
 def make_database(url: str, pool_size: int = 20) -> peewee.Database:
     """Build a peewee database object for a `sqlite:///…` or `postgresql://…` URL."""
     parsed = urlparse(url)
@@ -52,7 +84,7 @@ def make_database(url: str, pool_size: int = 20) -> peewee.Database:
         return database
     if scheme in ("postgres", "postgresql"):
         options = dict(parse_qsl(parsed.query))
-        return PooledPostgresqlDatabase(
+        return PooledPostgres(
             parsed.path.lstrip("/"),
             host=parsed.hostname,
             port=parsed.port or 5432,

@@ -4,11 +4,12 @@ import os
 import subprocess
 import sys
 
+import psycopg2
 import redis
 import requests
 from rq import Queue
 
-from api import embedded_redis, migrate
+from api import embedded_redis, migrate, store
 from jobs import health
 from tests.procs import ROOT, free_port, start_gunicorn, stop_process, wait_for
 
@@ -93,3 +94,35 @@ def _answers(sock) -> bool:
 def test_migrations_are_idempotent(app):
     with app.app_context():
         assert migrate.upgrade() == []
+
+
+def _end_pooled_connections(database_url: str) -> int:
+    """End every connection the pool holds idle: on PostgreSQL from the server's side (as a
+    restart does), on SQLite by closing it. Returns how many there were."""
+    held = [conn for _, _, conn in store.db.obj._connections]
+    if store.is_postgres():
+        ender = psycopg2.connect(database_url)
+        ender.autocommit = True
+        for conn in held:
+            ender.cursor().execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+        ender.close()
+    else:
+        for conn in held:
+            conn.close()
+    return len(held)
+
+
+def test_pooled_connections_that_died_are_replaced(account, backend_env):
+    """The pool hands connections out without pinging them. Those it holds that died meanwhile
+    are replaced: the next write's transaction, and the next read, succeed."""
+    api = account.api
+    task = api.post("/tasks", json={"title": "before"}).get_json()["data"]
+
+    assert _end_pooled_connections(backend_env["DATABASE_URL"]) >= 1
+    created = api.post("/tasks", json={"title": "after"})
+    assert created.status_code == 201, created.get_json()
+
+    assert _end_pooled_connections(backend_env["DATABASE_URL"]) >= 1
+    fetched = api.get(f"/tasks/{task['id']}")
+    assert fetched.status_code == 200, fetched.get_json()
+    assert sorted(t["title"] for t in api.get("/tasks").get_json()["data"]) == ["after", "before"]
