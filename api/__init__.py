@@ -109,7 +109,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.json.mimetype = "application/json; charset=utf-8"
 
     request_log.configure_logging(settings.log_level)
-    store.configure(settings.database_url, settings.db_pool_size)
+    store.configure(settings.database_url, settings.db_pool_size, settings.db_prepare)
     redis_conn.configure(settings)
     keys.forget_all()  # keys read from another database or Redis are not this app's
 

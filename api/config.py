@@ -45,6 +45,7 @@ class Settings:
     database_url: str
     redis_url: str | None
     db_pool_size: int
+    db_prepare: bool
     cors_origins: list[str]
     max_content_length: int
     json_max_bytes: int
@@ -90,6 +91,7 @@ class Settings:
             database_url=env.get("DATABASE_URL") or f"sqlite:///{var_dir / 'quiver.db'}",
             redis_url=env.get("REDIS_URL") or None,
             db_pool_size=int(env.get("DB_POOL_SIZE", "20")),
+            db_prepare=_bool(env.get("DB_PREPARE", "true")),
             cors_origins=_list(env.get("CORS_ORIGINS", "")),
             max_content_length=int(env.get("MAX_CONTENT_LENGTH", str(32 * 1024 * 1024))),
             json_max_bytes=int(env.get("JSON_MAX_BYTES", str(1024 * 1024))),

@@ -8,8 +8,11 @@ routes that need no database (`/healthz`) never touch it.
 """
 
 import functools
+import hashlib
 import logging
+import re
 import threading
+import weakref
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -36,14 +39,25 @@ def _unicode_lower(value):
 
 
 class PooledPostgres(PooledPostgresqlDatabase):
-    """Pooled PostgreSQL connections, handed out without a round trip.
+    """Pooled PostgreSQL connections, handed out without a round trip, that prepare the hot
+    reads (`fetch_models`) once per connection.
 
     playhouse's pool pings each connection as it hands it out (`SELECT 1`): a second round
     trip for every request. Here a connection is handed out as it is. When a statement sent
     outside a transaction (a request's first, or a transaction's `BEGIN`) fails because its
     connection is dead (the server restarted, or ended it), the pool's idle connections,
     likely dead too, are dropped, and the statement is sent again on a new connection.
+
+    Planning a primary-key lookup costs PostgreSQL about as much as running it, so with
+    `prepare` (`DB_PREPARE`, on by default) each connection `PREPARE`s such a read on first
+    use and then only `EXECUTE`s it. Behind a pooler that hands one client's statements to
+    several server connections (PgBouncer's transaction pooling), turn it off.
     """
+
+    def __init__(self, *args, prepare: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.prepare = prepare
+        self._prepared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def _is_closed(self, conn) -> bool:
         return bool(conn.closed)
@@ -53,6 +67,22 @@ class PooledPostgres(PooledPostgresqlDatabase):
 
     def begin(self, *args, **kwargs):
         return self._reconnecting(super().begin, *args, **kwargs)
+
+    def execute_prepared(self, sql: str, params: tuple):
+        """Run `sql` (with `%s` parameters) as this connection's prepared statement."""
+        if not self.prepare:
+            return self.execute_sql(sql, params)
+        return self._reconnecting(self._execute_prepared, sql, params)
+
+    def _execute_prepared(self, sql: str, params: tuple):
+        run = super().execute_sql  # (not `_reconnecting`: a new connection prepares anew)
+        name = statement_name(sql)
+        prepared = self._prepared.setdefault(self.connection(), set())
+        if name not in prepared:
+            numbered = iter(range(1, len(params) + 1))
+            run(f"PREPARE {name} AS " + re.sub("%s", lambda _: f"${next(numbered)}", sql))
+            prepared.add(name)
+        return run(f"EXECUTE {name} ({', '.join(['%s'] * len(params))})", params)
 
     def _reconnecting(self, statement, *args, **kwargs):
         try:
@@ -67,7 +97,18 @@ class PooledPostgres(PooledPostgresqlDatabase):
             return statement(*args, **kwargs)
 
 
-def make_database(url: str, pool_size: int = 20) -> peewee.Database:
+PREPARED: dict[str, str] = {}  # statement name -> its SQL (the few shapes of `fetch_models`)
+
+
+@functools.lru_cache(maxsize=256)
+def statement_name(sql: str) -> str:
+    """The name a connection prepares `sql` under (the same on every connection)."""
+    name = "quiver_" + hashlib.sha1(sql.encode()).hexdigest()[:16]
+    PREPARED[name] = sql
+    return name
+
+
+def make_database(url: str, pool_size: int = 20, prepare: bool = True) -> peewee.Database:
     """Build a peewee database object for a `sqlite:///…` or `postgresql://…` URL."""
     parsed = urlparse(url)
     scheme = parsed.scheme.split("+")[0]
@@ -86,6 +127,7 @@ def make_database(url: str, pool_size: int = 20) -> peewee.Database:
         options = dict(parse_qsl(parsed.query))
         return PooledPostgres(
             parsed.path.lstrip("/"),
+            prepare=prepare,
             host=parsed.hostname,
             port=parsed.port or 5432,
             user=parsed.username,
@@ -98,9 +140,9 @@ def make_database(url: str, pool_size: int = 20) -> peewee.Database:
     raise ValueError(f"Unsupported DATABASE_URL scheme: {parsed.scheme!r}")
 
 
-def configure(url: str, pool_size: int = 20) -> peewee.Database:
+def configure(url: str, pool_size: int = 20, prepare: bool = True) -> peewee.Database:
     """Point the shared proxy at the database named by `url`."""
-    database = make_database(url, pool_size)
+    database = make_database(url, pool_size, prepare)
     db.initialize(database)
     return database
 
@@ -154,16 +196,18 @@ def insert_rows(model, rows: list[dict], names: list[str] | None = None,
             execute_many(insert + f'({", ".join([db.param] * len(fields))})', values)
 
 
-def fetch_models(model, where: str, params: tuple) -> list:
+def fetch_models(model, where: str, params: tuple, prepared: bool = False) -> list:
     """Instances of `model` for `SELECT <its columns> FROM <its table> WHERE <where>`.
 
-    For hot single-row reads: builds instances straight from the cursor's rows,
-    converting each value with its field's `python_value` as peewee would, without
-    peewee's per-query column resolution.
+    For hot reads: builds instances straight from the cursor's rows, converting each
+    value with its field's `python_value` as peewee would, without peewee's per-query
+    column resolution. `prepared`, for a read of one shape run again and again (a record
+    by id), lets PostgreSQL plan it once per connection (`PooledPostgres`).
     """
     fields = model._meta.sorted_fields
     instances = []
-    for row in db.execute_sql(_select_sql(model, where), params).fetchall():
+    execute = getattr(db.obj, "execute_prepared", db.execute_sql) if prepared else db.execute_sql
+    for row in execute(_select_sql(model, where), params).fetchall():
         instance = model(__no_default__=True)
         instance.__data__ = {f.name: f.python_value(value) for f, value in zip(fields, row)}
         instances.append(instance)

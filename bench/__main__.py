@@ -17,7 +17,9 @@ For SQLite, and PostgreSQL when one answers (see tests/backends.py):
 8. a 200 MB upload against `cp`, and the web process's memory during it (bench/uploads.py);
 9. export of 100,000 tasks and import of a 100,000-row JSONL file in a worker process: rows/s and
    peak RSS, against raw executemany (bench/jobs.py).
-The load generator is bench/load.py (threads with keep-alive connections). BENCH_ROUNDS and
+The load generator is bench/load.py (threads with keep-alive connections). Servers run as
+users run them: rate limiting on (with limits too high to refuse) and the request log on, each
+server writing its log to a file (Kinto's too, at its default level). BENCH_ROUNDS and
 BENCH_DURATION (seconds per load run) shorten a run while developing.
 """
 
@@ -121,12 +123,14 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str,
         raw_rate = raw_executemany_rate(account.id)
     line(name, f"raw executemany of the same rows, in-process: {raw_rate:,.0f} rows/s (reference)")
 
-    proc_env = {**os.environ, **env, "BENCH_ACCOUNT_ID": account.id,
+    proc_env = {**os.environ, **env, "BENCH_ACCOUNT_ID": account.id, "LOG_LEVEL": "INFO",
                 "WEB_CONCURRENCY": str(WEB_CONCURRENCY), "WEB_THREADS": str(WEB_THREADS)}
     quiver_port, base_port, unlimited_port = free_port(), free_port(), free_port()
-    quiver = start_gunicorn(proc_env, quiver_port)
-    baseline = start_gunicorn(proc_env, base_port, "bench.baseline_app:app", "/hello")
-    unlimited = start_gunicorn({**proc_env, "RATELIMIT_ENABLED": "false"}, unlimited_port)
+    quiver = start_gunicorn(proc_env, quiver_port, log=var_dir / f"{name}-quiver.log")
+    baseline = start_gunicorn(proc_env, base_port, "bench.baseline_app:app", "/hello",
+                              log=var_dir / f"{name}-hello.log")
+    unlimited = start_gunicorn({**proc_env, "RATELIMIT_ENABLED": "false"}, unlimited_port,
+                               log=var_dir / f"{name}-limits-off.log")
     auth = {"Authorization": f"Bearer {key}"}
     peers = ExitStack()
     try:

@@ -56,7 +56,7 @@ keys = console
 keys = plain
 
 [logger_root]
-level = WARNING
+level = INFO
 handlers = console
 
 [handler_console]

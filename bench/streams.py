@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 from bench import load
 from tests.procs import free_port, start_gunicorn, stop_process, wait_for
@@ -97,13 +98,18 @@ def run(line, backend: str, env: dict, key: str) -> None:
     proc_env = {**os.environ, **env, "WEB_CONCURRENCY": "2"}
     proc_env.pop("WEB_THREADS", None)
     proc_env.pop("SSE_MAX_STREAMS", None)
-    server = start_gunicorn(proc_env, port)
+    log = Path(env["VAR_DIR"]) / f"{backend}-streams.log"
+    server = start_gunicorn(proc_env, port, log=log)
     auth = {"Authorization": f"Bearer {key}"}
     try:
         workers = _children(server.pid)
         before = sum(_rss_kb(p) for p in workers)
         reader = StreamReader(port, key, STREAMS)
-        wait_for(lambda: reader.connected >= STREAMS, timeout=120, message="streams to connect")
+        try:
+            wait_for(lambda: reader.connected >= STREAMS, timeout=120, message="streams to connect")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {reader.connected} connected; the server's log ends "
+                                 f"{log.read_text()[-3000:]}") from None
         after = sum(_rss_kb(p) for p in workers)
         line(backend, f"SSE: {reader.connected} streams held on 2 workers (default threads); "
                       f"{(after - before) / STREAMS:.0f} KiB RSS per stream, "

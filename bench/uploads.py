@@ -67,7 +67,7 @@ def run(line, backend: str, env: dict, key: str, tmp_dir) -> None:
     copy.unlink()
     port = free_port()
     proc_env = {**os.environ, **env, "WEB_CONCURRENCY": "1", "UPLOAD_MAX_BYTES": str(SIZE * 2)}
-    server = start_gunicorn(proc_env, port)
+    server = start_gunicorn(proc_env, port, log=tmp_dir / f"{backend}-uploads.log")
     try:
         worker = _children(server.pid)[0]
         idle = _rss_kb(worker)

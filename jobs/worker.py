@@ -52,7 +52,7 @@ def _setup() -> Settings:
     settings = Settings.from_env()
     config.activate(settings)
     configure_logging(settings.log_level)
-    database.configure(settings.database_url, settings.db_pool_size)
+    database.configure(settings.database_url, settings.db_pool_size, settings.db_prepare)
     redis_conn.configure(settings)
     return settings
 

@@ -1,5 +1,6 @@
 """Helpers to run real processes (gunicorn) and local HTTP receivers in tests and benchmarks."""
 
+import os
 import socket
 import subprocess
 import sys
@@ -32,17 +33,23 @@ def wait_for(condition, timeout: float = 15.0, interval: float = 0.05, message: 
 
 
 def start_gunicorn(env: dict, port: int, app: str = "wsgi:app",
-                   health_path: str = "/healthz") -> subprocess.Popen:
-    """Start gunicorn (the real config) on 127.0.0.1:`port` and wait until it answers."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", app],
-        cwd=ROOT, env={**env, "HOST": "127.0.0.1", "PORT": str(port)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+                   health_path: str = "/healthz", log: Path | None = None) -> subprocess.Popen:
+    """Start gunicorn (the real config) on 127.0.0.1:`port` and wait until it answers.
+
+    Its stderr (the JSON logs) goes to the file `log`, else to a pipe, which suits only a
+    server that logs little: nobody reads the pipe, and once full it stalls the server.
+    """
+    with open(log if log is not None else os.devnull, "wb") as file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", app],
+            cwd=ROOT, env={**env, "HOST": "127.0.0.1", "PORT": str(port)},
+            stdout=subprocess.DEVNULL, stderr=file if log is not None else subprocess.PIPE,
+        )
 
     def healthy():
         if process.poll() is not None:
-            raise AssertionError(f"gunicorn exited: {process.stderr.read().decode()[-2000:]}")
+            output = log.read_bytes() if log is not None else process.stderr.read()
+            raise AssertionError(f"gunicorn exited: {output.decode()[-2000:]}")
         try:
             return requests.get(f"http://127.0.0.1:{port}{health_path}", timeout=1).ok
         except (requests.ConnectionError, requests.Timeout):  # not up yet, or a busy machine

@@ -11,6 +11,8 @@ from rq import Queue
 
 from api import embedded_redis, migrate, store
 from jobs import health
+from tests.conftest import ApiClient
+from tests.extra_apps import extra_apps
 from tests.procs import ROOT, free_port, start_gunicorn, stop_process, wait_for
 
 
@@ -126,3 +128,26 @@ def test_pooled_connections_that_died_are_replaced(account, backend_env):
     fetched = api.get(f"/tasks/{task['id']}")
     assert fetched.status_code == 200, fetched.get_json()
     assert sorted(t["title"] for t in api.get("/tasks").get_json()["data"]) == ["after", "before"]
+
+
+def test_record_reads_are_prepared_once_per_connection_on_postgresql(account, backend_env,
+                                                                    count_queries):
+    """On PostgreSQL a record read by id is `PREPARE`d once on a connection, then only
+    `EXECUTE`d; with `DB_PREPARE=false` (for poolers in transaction mode), and on SQLite,
+    it is sent as plain SQL every time. Either way the answer is the same."""
+    task = account.api.post("/tasks", json={"title": "prepared"}).get_json()["data"]
+    with extra_apps() as build:
+        for prepare in ("true", "false"):
+            api = ApiClient(build({**backend_env, "DB_PREPARE": prepare}).test_client(),
+                            account.api.key)
+            with count_queries() as counter:
+                for _ in range(3):
+                    fetched = api.get(f"/tasks/{task['id']}")
+                    assert fetched.get_json()["data"]["title"] == "prepared"
+            reads = [sql for sql, _ in counter.statements if '"tasks"' in sql
+                     or sql.startswith("EXECUTE") and '"tasks"' in store.PREPARED[sql.split()[1]]]
+            if store.is_postgres() and prepare == "true":
+                assert [sql.split()[0] for sql in reads] == ["PREPARE", "EXECUTE", "EXECUTE", "EXECUTE"]
+                assert store.PREPARED[reads[1].split()[1]].startswith('SELECT "id"')
+            else:
+                assert len(reads) == 3 and all(sql.startswith('SELECT "id"') for sql in reads)

@@ -6,9 +6,9 @@ from contextlib import AbstractContextManager
 from api import store
 
 
-def configure(url: str, pool_size: int) -> None:
+def configure(url: str, pool_size: int, prepare: bool = True) -> None:
     """Point the process at the database named by `url` (`DATABASE_URL`)."""
-    store.configure(url, pool_size)
+    store.configure(url, pool_size, prepare)
 
 
 def connection() -> AbstractContextManager:

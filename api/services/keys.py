@@ -48,7 +48,7 @@ def visible_prefix(key: str) -> str:
 def find(key: str) -> ApiKey | None:
     """The stored key (revoked or not) whose secret is `key`, or None."""
     presented = hash_key(key)
-    candidates = fetch_models(ApiKey, f'"prefix" = {db.param}', (visible_prefix(key),))
+    candidates = fetch_models(ApiKey, f'"prefix" = {db.param}', (visible_prefix(key),), prepared=True)
     return next((k for k in candidates if hmac.compare_digest(k.key_hash, presented)), None)
 
 

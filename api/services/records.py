@@ -97,7 +97,7 @@ class RecordService(Validator):
         where = f'"id" = {db.param} AND "account_id" = {db.param}'
         # No id holds a NUL, and PostgreSQL refuses one in a query (a 500 otherwise).
         rows = [] if "\x00" in record_id else fetch_models(self.model, where,
-                                                             (record_id, account_id))
+                                                             (record_id, account_id), prepared=True)
         row = rows[0] if rows else None
         if row is None:
             raise NotFound(f"{self.entity.title} {record_id[:64]} not found.")
