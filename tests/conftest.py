@@ -129,6 +129,16 @@ def api(account) -> ApiClient:
     return account.api
 
 
+def plain_sql(statement: str) -> str:
+    """The SQL a statement runs: for the `EXECUTE` of a prepared one (PostgreSQL's hot reads,
+    `api.store.PooledPostgres`), the statement it prepared."""
+    from api import store
+
+    if statement.startswith("EXECUTE "):
+        return store.PREPARED[statement.split()[1]]
+    return statement
+
+
 class QueryCounter(logging.Handler):
     """Counts the SQL statements peewee executes while installed (and keeps them)."""
 

@@ -15,22 +15,17 @@
 import redis
 import requests
 
-from api import redis_conn, store
+from api import redis_conn
 from api.models import ApiKey
 from api.services import keys
 from api.timeutil import utcnow
-from tests.conftest import ApiClient
+from tests.conftest import ApiClient, plain_sql
 from tests.extra_apps import extra_apps
 
 
 def key_queries(counter) -> list:
     """The statements that read keys (also as the `EXECUTE` of a prepared one)."""
-    def sql(statement: str) -> str:
-        if statement.startswith("EXECUTE "):
-            return store.PREPARED[statement.split()[1]]
-        return statement
-
-    return [s for s in counter.statements if '"api_keys"' in sql(s[0])]
+    return [s for s in counter.statements if '"api_keys"' in plain_sql(s[0])]
 
 
 def new_key(account, *scopes, rate_limit=None) -> ApiClient:

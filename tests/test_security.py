@@ -60,7 +60,7 @@ from api.services import accounts, keys
 from api.services.records import service_for
 from api.store import db
 from tests import media
-from tests.conftest import GENEROUS_LIMIT, ApiClient
+from tests.conftest import GENEROUS_LIMIT, ApiClient, plain_sql
 from tests.extra_apps import extra_apps
 from tests.procs import ROOT, PostServer, free_port, read_body, respond, stop_process, wait_for
 
@@ -490,7 +490,9 @@ def test_key_lookup_is_by_prefix_never_by_hash_equality_in_sql(app, account, cap
     keys.forget_all()
     with app.test_request_context():
         auth.authenticate(secret)
-    statements = [json.loads(line)["msg"] for line in captured_logs.lines if '"logger": "peewee"' in line]
+    logged = [json.loads(line)["msg"] for line in captured_logs.lines if '"logger": "peewee"' in line]
+    executed = (re.search(r"EXECUTE quiver_\w+", s) for s in logged)  # (prepared reads)
+    statements = [*logged, *(plain_sql(found.group()) for found in executed if found)]
     assert [s for s in statements if 'FROM "api_keys" WHERE "prefix" = ' in s], statements
     for statement in statements:
         assert '"key_hash" =' not in statement
