@@ -37,7 +37,7 @@ from limits import RateLimitItem, parse_many
 from limits.strategies import STRATEGIES, MovingWindowRateLimiter
 from limits.util import WindowStats
 
-from api import redis_conn
+from api import metrics, redis_conn
 from api.config import Settings
 from api.errors import error_response
 from api.routing import view_for_request
@@ -171,6 +171,7 @@ def admit(row, settings: Settings, marker: tuple[str, str, str] | None, charge_k
         client = redis_conn.client()
         result = _script(client)(keys=[keys.EPOCH, name, *windows], args=argv, client=client)
     except keys.REDIS_DOWN as exc:
+        metrics.redis_error("rate_limit")
         log.warning("rate limits not applied, Redis is unreachable: %s", exc)
         return "unreachable"
     status, over = int(result[0]), int(result[3])
@@ -265,6 +266,8 @@ def init_app(app, settings: Settings) -> Limiter:
 
 def _refused(error: RateLimitExceeded):
     """429 `RATE_LIMIT_EXCEEDED` in the error envelope, with `_breach_details`."""
+    group = "key" if error.limit.shared else _group()
+    metrics.rate_limited(group if group == "key" or group in GROUPS else "custom")
     return error_response(429, "RATE_LIMIT_EXCEEDED", "Rate limit exceeded.", _breach_details(error))
 
 

@@ -18,6 +18,8 @@ from urllib.parse import parse_qsl, urlparse
 import peewee
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
+from api import metrics
+
 db = peewee.DatabaseProxy()
 log = logging.getLogger("quiver.store")
 
@@ -274,6 +276,7 @@ def retried(operation):
             except peewee.OperationalError as exc:
                 if attempt == 2 or db.in_transaction() or not is_write_conflict(exc):
                     raise
+                metrics.database_error("retry")
                 log.info("write conflict (%s); running the transaction again", exc)
 
     return run
