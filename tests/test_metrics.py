@@ -360,3 +360,16 @@ def test_metrics_enabled_false_serves_no_metrics_route(backend_env):
     with extra_apps() as build:
         off = build({**backend_env, "METRICS_ENABLED": "false"})
         assert off.test_client().get("/metrics").status_code == 404
+
+
+def test_clearing_the_directory_keeps_only_files_running_processes_write(tmp_path):
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
+                           capture_output=True, text=True)
+    pid = os.getpid()
+    mine, stale = tmp_path / f"counter_{pid}.db", tmp_path / f"histogram_{pid}.db"
+    gone, odd = tmp_path / f"counter_{ended.stdout.strip()}.db", tmp_path / "counter_x.db"
+    for path in (mine, stale, gone, odd):
+        path.write_bytes(b"")
+    os.utime(stale, (0, 0))  # written before this process started: an earlier one with its pid
+    metrics.clear_directory(tmp_path)
+    assert sorted(tmp_path.iterdir()) == [mine]
