@@ -72,6 +72,8 @@ def configure(settings: Settings) -> bool:
     for stale in directory.glob(f"*_{os.getpid()}.db"):  # an earlier process with this pid
         stale.unlink(missing_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)  # where prometheus_client reads it
+    # prometheus_client chose its value class when first imported, from the environment of
+    # that moment (before any setting was read): switch it now, before any metric exists.
     if not getattr(values.ValueClass, "_multiprocess", False):
         values.ValueClass = values.MultiProcessValue()
     _live = _Metrics()
