@@ -19,6 +19,10 @@ worker died; once a minute it purges expired idempotency records and tus
 uploads, and file bytes no file uses any more (left when a process died between
 a file's deletion and the removal of its bytes). With `--burst`, one SimpleWorker
 works both queues until they are empty.
+
+Every process here records metrics into the shared metrics directory (`api.metrics`):
+delivery outcomes and latency, the duration of each job (observed by the worker that ran
+or supervised it, never in a forked work horse) and the errors it caught.
 """
 
 import argparse
