@@ -100,7 +100,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     keys.forget_all()  # keys read from another database or Redis are not this app's
 
     if recording:
-        request_metrics.init_app(app)  # first: its clock starts before every other hook
+        request_metrics.init_app(app)  # first: its after_request hook runs last
     request_log.init_app(app)
     body_limits.init_app(app, settings)
     security_headers.init_app(app)

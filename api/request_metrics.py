@@ -1,13 +1,15 @@
-"""HTTP request metrics: one `before_request` and one `after_request` hook (see `api.metrics`).
+"""HTTP request metrics: a clock started before the request's hooks and one `after_request`
+hook (see `api.metrics`).
 
 Each request is counted by route template (Flask's `url_rule` with its converters left out,
 `/api/v1/tasks/<record_id>`; `unmatched` when no route matched: a 404 or 405 on an unknown
-path), method and status, and timed from the first `before_request` to the last
-`after_request` (for a stream, to its headers). Not counted: the scrape itself (`/metrics`:
-so scraping does not change what it reports), a batch's sub-requests (the batch is the one
-HTTP request), and gunicorn's own refusals (400, 414, 431), which never reach the app.
-Registered first, so its start is the request's, and its `after_request` runs last, on the
-final status.
+path), method and status, and timed from before the first `before_request` hook to the
+last `after_request` (for a stream, to its headers). Not counted: the scrape itself
+(`/metrics`: so scraping does not change what it reports), a batch's sub-requests (the
+batch is the one HTTP request), and gunicorn's own refusals (400, 414, 431), which never
+reach the app. The clock starts in a URL value preprocessor, which Flask runs before every
+`before_request` hook (so a 413 or 429 decided there is timed too); the `after_request`
+hook is registered first, so it runs last, on the final status.
 """
 
 import functools
@@ -32,8 +34,8 @@ def route_template(rule: str) -> str:
 
 def init_app(app) -> None:
     """Time and count every request."""
-    @app.before_request
-    def _start():
+    @app.url_value_preprocessor
+    def _start(endpoint, view_args):
         g.metrics_started = time.perf_counter()
 
     @app.after_request
