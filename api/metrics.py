@@ -12,6 +12,8 @@ This module imports neither the database nor the web framework, so the store, th
 services and the worker can record from anywhere.
 """
 
+import functools
+import logging
 import os
 from pathlib import Path
 
@@ -27,6 +29,7 @@ DELIVERY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 30
                     6 * 3600, 24 * 3600)
 JOB_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+log = logging.getLogger("quiver.metrics")
 START_TOLERANCE = 2.0  # seconds: a process's start time from /proc is rounded
 
 
@@ -110,11 +113,25 @@ def _started_at(pid: int) -> float | None:
     return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
+def _never_raises(record):
+    """Recording must never fail what is being recorded (a full disk, say): log instead."""
+
+    @functools.wraps(record)
+    def safely(*args, **kwargs):
+        try:
+            record(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - a metric lost is better than a request failed
+            log.exception("could not record a metric (%s)", record.__name__)
+
+    return safely
+
+
 def process_exited(pid: int, directory: Path) -> None:
     """Drop the live gauges of a process that ended (its counters stay in the sums)."""
     mark_process_dead(pid, str(directory))
 
 
+@_never_raises
 def request_served(route: str, method: str, status: int, seconds: float) -> None:
     """Count one HTTP request and observe its duration (only where `configure` returned True)."""
     if method not in METHODS:
@@ -128,22 +145,26 @@ def request_served(route: str, method: str, status: int, seconds: float) -> None
     children[1].observe(seconds)
 
 
+@_never_raises
 def rate_limited(group: str) -> None:
     """Count a 429: `group` is `key` (the key's own limit), a route group, or `custom`."""
     if _live is not None:
         _live.rejections.labels(group).inc()
 
 
+@_never_raises
 def stream_opened() -> None:
     if _live is not None:
         _live.streams.inc()
 
 
+@_never_raises
 def stream_closed() -> None:
     if _live is not None:
         _live.streams.dec()
 
 
+@_never_raises
 def delivery_recorded(outcome: str, latency: float | None = None) -> None:
     """Count a recorded delivery attempt (`succeeded`, `retrying` or `failed`) and, for a
     success, observe the seconds from its event's commit to the receiver's 2xx."""
@@ -153,16 +174,19 @@ def delivery_recorded(outcome: str, latency: float | None = None) -> None:
             _live.delivery_seconds.observe(max(0.0, latency))
 
 
+@_never_raises
 def job_finished(job_type: str, state: str, seconds: float) -> None:
     if _live is not None:
         _live.job_seconds.labels(job_type, state).observe(max(0.0, seconds))
 
 
+@_never_raises
 def database_error(where: str) -> None:
     if _live is not None:
         _live.database_errors.labels(where).inc()
 
 
+@_never_raises
 def redis_error(where: str) -> None:
     if _live is not None:
         _live.redis_errors.labels(where).inc()

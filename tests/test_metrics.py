@@ -356,6 +356,15 @@ def test_backend_errors_are_counted_where_they_are_caught(api, monkeypatch):
     assert count("redis", "rate_limit") == redis_before + 1
 
 
+def test_a_metric_that_cannot_be_written_fails_no_request(api, monkeypatch):
+    class FullDisk(dict):
+        def get(self, key):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(metrics._live, "request_children", FullDisk())
+    assert api.get("/tasks").status_code == 200
+
+
 def test_metrics_enabled_false_serves_no_metrics_route(backend_env):
     with extra_apps() as build:
         off = build({**backend_env, "METRICS_ENABLED": "false"})
