@@ -154,12 +154,14 @@ def rate_limited(group: str) -> None:
 
 @_never_raises
 def stream_opened() -> None:
+    """One more event stream is open in this process."""
     if _live is not None:
         _live.streams.inc()
 
 
 @_never_raises
 def stream_closed() -> None:
+    """One event stream of this process has ended."""
     if _live is not None:
         _live.streams.dec()
 
@@ -176,18 +178,21 @@ def delivery_recorded(outcome: str, latency: float | None = None) -> None:
 
 @_never_raises
 def job_finished(job_type: str, state: str, seconds: float) -> None:
+    """Observe the run time of a job that ended `state`."""
     if _live is not None:
         _live.job_seconds.labels(job_type, state).observe(max(0.0, seconds))
 
 
 @_never_raises
 def database_error(where: str) -> None:
+    """Count a database error caught at `where` (see README, "Metrics")."""
     if _live is not None:
         _live.database_errors.labels(where).inc()
 
 
 @_never_raises
 def redis_error(where: str) -> None:
+    """Count a Redis error caught at `where` (see README, "Metrics")."""
     if _live is not None:
         _live.redis_errors.labels(where).inc()
 

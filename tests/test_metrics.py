@@ -146,6 +146,10 @@ def test_metrics_need_the_token_or_an_admin_key(stack):
         assert response.status_code == 200, response.text
         assert response.headers["Content-Type"].startswith("text/plain; version=")
         assert "quiver_http_requests_total" in response.text
+    openmetrics = stack.call("GET", "/metrics", key=TOKEN, headers={
+        "Accept": "application/openmetrics-text; version=1.0.0"})
+    assert openmetrics.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert openmetrics.text.endswith("# EOF\n")
 
 
 def test_scrapes_are_neither_counted_nor_rate_limited(stack):

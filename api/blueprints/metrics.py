@@ -13,8 +13,9 @@ import hmac
 import peewee
 import redis
 from flask import Blueprint, Response, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from api import config, metrics
@@ -32,8 +33,8 @@ def scrape():
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(config.current().metrics_dir))
     registry.register(ScrapeTimeCollector())
-    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST,
-                    headers={"Cache-Control": "no-store"})
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))  # or OpenMetrics
+    return Response(encode(registry), content_type=content_type, headers={"Cache-Control": "no-store"})
 
 
 def _check_access() -> None:
