@@ -66,8 +66,8 @@ def _setup() -> Settings:
 
 class TimedJobs:
     """An RQ worker that observes the run time of each Quiver job it finished
-    (`quiver_job_duration_seconds`), in its own long-lived process: a forking worker's
-    work horses never record, so they leave no metrics files behind."""
+    (`quiver_job_duration_seconds`) in its own long-lived process, not in the forked work
+    horse: a horse that recorded would leave a set of metrics files behind per job."""
 
     def execute_job(self, job, queue):
         began = utcnow()
