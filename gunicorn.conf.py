@@ -11,7 +11,7 @@ import gc
 import os
 import signal
 
-from api import embedded_redis, redis_conn, server_errors, streams
+from api import embedded_redis, metrics, redis_conn, server_errors, streams
 from api.config import Settings
 
 server_errors.install()  # gunicorn's own 400/414/431 refusals in the JSON error envelope
@@ -37,8 +37,19 @@ access_log_format = (
 
 
 def on_starting(server):
-    """Start the embedded Redis in the master (when `REDIS_URL` is unset) so workers share it."""
-    redis_conn.resolve_url(Settings.from_env())
+    """Start the embedded Redis in the master (when `REDIS_URL` is unset) so workers share it,
+    and clear the metrics directory of an earlier run's files (`metrics.clear_directory`)."""
+    settings = Settings.from_env()
+    redis_conn.resolve_url(settings)
+    if settings.metrics_enabled:
+        metrics.clear_directory(settings.metrics_dir)
+
+
+def child_exit(server, worker):
+    """A worker ended: its open streams leave the live gauges (its counters stay in the sums)."""
+    settings = Settings.from_env()
+    if settings.metrics_enabled:
+        metrics.process_exited(worker.pid, settings.metrics_dir)
 
 
 def post_worker_init(worker):

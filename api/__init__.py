@@ -14,9 +14,11 @@ from api import (
     endpoints,
     errors,
     idempotency,
+    metrics,
     rate_limit,
     redis_conn,
     request_log,
+    request_metrics,
     security_headers,
     store,
     uploads,
@@ -38,6 +40,7 @@ from api.blueprints import (
     tus,
     webhooks,
 )
+from api.blueprints import metrics as scrape
 from api.config import Settings
 from api.docs import CommonErrorsPlugin, ErrorSchema, strict_nullable_refs, text_constraints
 from api.entities import ENTITIES
@@ -111,8 +114,11 @@ def create_app(overrides: dict | None = None) -> Flask:
     request_log.configure_logging(settings.log_level)
     store.configure(settings.database_url, settings.db_pool_size, settings.db_prepare)
     redis_conn.configure(settings)
+    recording = metrics.configure(settings)
     keys.forget_all()  # keys read from another database or Redis are not this app's
 
+    if recording:
+        request_metrics.init_app(app)  # first: its after_request hook runs last
     request_log.init_app(app)
     body_limits.init_app(app, settings)
     security_headers.init_app(app)
@@ -144,6 +150,8 @@ def create_app(overrides: dict | None = None) -> Flask:
         api.register_blueprint(records.make_blueprint(entity))
     app.register_blueprint(docs_assets.blp)
     app.register_blueprint(live.blp)
+    if recording:
+        app.register_blueprint(scrape.blp)
     api.register_blueprint(graphql.blp)
     app.register_blueprint(graphql.assets_blp)
     errors.init_app(app)

@@ -79,6 +79,9 @@ class Settings:
     graphql_max_cost: int
     graphql_max_query_bytes: int
     graphql_introspection: bool
+    metrics_enabled: bool
+    metrics_token: str | None
+    metrics_dir: Path
 
     @classmethod
     def from_env(cls, overrides: dict | None = None) -> "Settings":
@@ -134,6 +137,9 @@ class Settings:
             graphql_max_cost=int(env.get("GRAPHQL_MAX_COST", "10000")),
             graphql_max_query_bytes=int(env.get("GRAPHQL_MAX_QUERY_BYTES", "32768")),
             graphql_introspection=_bool(env.get("GRAPHQL_INTROSPECTION", "true")),
+            metrics_enabled=_bool(env.get("METRICS_ENABLED", "true")),
+            metrics_token=env.get("METRICS_TOKEN") or None,
+            metrics_dir=Path(env.get("PROMETHEUS_MULTIPROC_DIR") or var_dir / "metrics").resolve(),
         )
 
 

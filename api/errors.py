@@ -13,6 +13,7 @@ from flask import g, jsonify
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from api import metrics
 from api.store import is_write_conflict
 
 log = logging.getLogger("quiver.errors")
@@ -157,6 +158,7 @@ _PROGRAMMING_ERRORS = ("no such table", "no such column", "syntax error")
 def _handle_backend_down(error: Exception):
     if any(marker in str(error) for marker in _PROGRAMMING_ERRORS):
         return _handle_unexpected(error)
+    metrics.backend_error(error, "request")
     if is_write_conflict(error):
         return error_response(409, "CONFLICT", "The write collided with a concurrent one and was "
                                                "rolled back; send it again.")

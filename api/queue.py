@@ -11,7 +11,7 @@ import logging
 
 from rq import Queue
 
-from api import redis_conn
+from api import metrics, redis_conn
 
 log = logging.getLogger("quiver.queue")
 
@@ -36,4 +36,5 @@ def enqueue_deliveries(delivery_ids: list[str]) -> None:
         if client.set(DRAIN_FLAG, "1", nx=True, ex=DRAIN_FLAG_TTL):
             get_queue(WEBHOOK_QUEUE).enqueue("jobs.webhooks.drain", result_ttl=0, failure_ttl=3600)
     except Exception as exc:  # noqa: BLE001 - the sweeper catches up
+        metrics.backend_error(exc, "enqueue")
         log.warning("could not enqueue %d deliveries: %s", len(delivery_ids), exc)

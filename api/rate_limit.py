@@ -40,7 +40,7 @@ from limits import RateLimitItem, parse_many
 from redis.exceptions import NoScriptError, ResponseError
 from werkzeug.http import http_date
 
-from api import redis_conn
+from api import metrics, redis_conn
 from api.config import Settings
 from api.errors import error_response
 from api.routing import view_for_request
@@ -172,6 +172,7 @@ def admit(row, settings: Settings, marker: tuple[str, str, str] | None, charge_k
     try:
         result = _evaluate([keys.EPOCH, name, *(w.redis_key for w in windows)], argv)
     except keys.REDIS_DOWN as exc:
+        metrics.redis_error("rate_limit")
         log.warning("rate limits not applied, Redis is unreachable: %s", exc)
         return "unreachable"
     if result[0] == -1:
@@ -288,6 +289,8 @@ def init_app(app, settings: Settings) -> Limiter:
 
 def _refused(error: RateLimitExceeded):
     """429 `RATE_LIMIT_EXCEEDED` in the error envelope, with `_breach_details`."""
+    group = "key" if error.limit.shared else _group()
+    metrics.rate_limited(group if group == "key" or group in GROUPS else "custom")
     return error_response(429, "RATE_LIMIT_EXCEEDED", "Rate limit exceeded.", _breach_details(error))
 
 

@@ -21,6 +21,8 @@ from urllib.parse import parse_qsl, urlparse
 import peewee
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
+from api import metrics
+
 db = peewee.DatabaseProxy()
 log = logging.getLogger("quiver.store")
 
@@ -91,6 +93,7 @@ class PooledPostgres(PooledPostgresqlDatabase):
             conn = self._state.conn
             if self.in_transaction() or conn is None or not conn.closed:
                 raise
+            metrics.database_error("reconnect")
             log.warning("a pooled PostgreSQL connection was dead: the idle ones are replaced")
             self.close()  # the pool drops a closed connection
             self.close_idle()
@@ -350,6 +353,7 @@ def retried(operation):
             except peewee.OperationalError as exc:
                 if attempt == 2 or db.in_transaction() or not is_write_conflict(exc):
                     raise
+                metrics.database_error("retry")
                 log.info("write conflict (%s); running the transaction again", exc)
 
     return run

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from api import redis_conn
+from api import metrics, redis_conn
 from api.services import events
 from api.services.events import CHANNEL
 from api.store import db
@@ -133,6 +133,7 @@ class Hub:
         subscription = Subscription(account_id)
         with self._lock:
             self._subscriptions.setdefault(account_id, set()).add(subscription)
+            metrics.stream_opened()
             if self._thread is None or not self._thread.is_alive():
                 self._stopping.clear()
                 self._thread = threading.Thread(target=self._run, name="sse-hub", daemon=True)
@@ -142,8 +143,9 @@ class Hub:
     def unsubscribe(self, subscription: Subscription) -> None:
         with self._lock:
             members = self._subscriptions.get(subscription.account_id)
-            if members is not None:
+            if members is not None and subscription in members:
                 members.discard(subscription)
+                metrics.stream_closed()
                 if not members:
                     del self._subscriptions[subscription.account_id]
 
@@ -187,6 +189,7 @@ class Hub:
             except (redis.RedisError, OSError) as exc:
                 self.connected.clear()
                 lost = True
+                metrics.redis_error("subscription")
                 log.warning("event subscription lost (%s); retrying in %.1fs", exc, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 10)

@@ -8,7 +8,8 @@ For SQLite, and PostgreSQL when one answers (see tests/backends.py):
 3. the same 1,000 tasks as 1,000 single `POST /tasks` on one keep-alive connection;
    a batch of 20 `GET /tasks/{id}` against the same 20 requests sent one by one;
 4. `GET /api/v1/tasks/{id}` vs a hello-world view under the same load generator (and the same
-   with rate limiting off, to show its share); on PostgreSQL also vs Kinto's record GET, Kinto
+   with rate limiting off, and with `METRICS_ENABLED=false`, to show their shares); on PostgreSQL
+   also vs Kinto's record GET, Kinto
    running from a virtualenv of its own under the same gunicorn settings (bench/kinto_peer.py);
 5. `GET /api/v1/tasks?limit=100&expand=assignee,project`: requests/s and SQL queries per request,
    and the same data through GraphQL (bench/graphql.py);
@@ -125,12 +126,15 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str,
 
     proc_env = {**os.environ, **env, "BENCH_ACCOUNT_ID": account.id, "LOG_LEVEL": "INFO",
                 "WEB_CONCURRENCY": str(WEB_CONCURRENCY), "WEB_THREADS": str(WEB_THREADS)}
-    quiver_port, base_port, unlimited_port = free_port(), free_port(), free_port()
+    quiver_port, base_port, unlimited_port, unmetered_port = (free_port(), free_port(), free_port(),
+                                                              free_port())
     quiver = start_gunicorn(proc_env, quiver_port, log=var_dir / f"{name}-quiver.log")
     baseline = start_gunicorn(proc_env, base_port, "bench.baseline_app:app", "/hello",
                               log=var_dir / f"{name}-hello.log")
     unlimited = start_gunicorn({**proc_env, "RATELIMIT_ENABLED": "false"}, unlimited_port,
                                log=var_dir / f"{name}-limits-off.log")
+    unmetered = start_gunicorn({**proc_env, "METRICS_ENABLED": "false"}, unmetered_port,
+                               log=var_dir / f"{name}-metrics-off.log")
     auth = {"Authorization": f"Bearer {key}"}
     peers = ExitStack()
     try:
@@ -166,9 +170,13 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str,
             assert result.errors == 0, f"{result.errors} Kinto record GETs failed"
             return result
 
-        rounds = [(load.run(base_port, "GET", "/hello", threads=THREADS, duration=DURATION),
-                   get_one(quiver_port), get_one(unlimited_port), get_kinto()) for _ in range(ROUNDS)]
+        # metrics off right after on, so both meet the machine as the round's hello world did
+        measured = [(load.run(base_port, "GET", "/hello", threads=THREADS, duration=DURATION),
+                     get_one(quiver_port), get_one(unmetered_port), get_one(unlimited_port), get_kinto())
+                    for _ in range(ROUNDS)]
         peers.close()
+        rounds = [(hello, on, unlimited_, kinto_) for hello, on, _, unlimited_, kinto_ in measured]
+        unmetered_rounds = [(hello, off) for hello, _, off, _, _ in measured]
         latencies = load.LoadResult(0, 1, [t for _, q, _, _ in rounds for t in q.latencies], 0)
         line(name, f"GET /tasks/{{id}}: {statistics.median(q.rate for _, q, _, _ in rounds):,.0f} req/s, "
                    f"p50 {latencies.p50:.1f} ms, p99 {latencies.percentile(0.99):.1f} ms; hello world "
@@ -179,6 +187,7 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str,
                    f"{statistics.median(u.rate for _, _, u, _ in rounds):,.0f} req/s; ratio "
                    f"{statistics.median(u.rate / h.rate for h, _, u, _ in rounds):.2f} "
                    "(limits off: the key's revocation marker is still read from Redis, in the same call)")
+        _metrics_on_off(name, rounds, unmetered_rounds)
         if kinto is not None:
             line(name, f"GET /tasks/{{id}} vs Kinto record GET: "
                        f"{statistics.median(q.rate for _, q, _, _ in rounds):,.0f} req/s vs "
@@ -207,6 +216,7 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str,
         stop_process(quiver)
         stop_process(baseline)
         stop_process(unlimited)
+        stop_process(unmetered)
     if core_only:
         return
     with app.app_context():
@@ -214,6 +224,16 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str,
     jobs_bench.run(line, name, app, account.id, env)
     streams.run(line, name, env, key)
     uploads.run(line, name, env, key, var_dir)
+
+
+def _metrics_on_off(name: str, rounds: list, unmetered_rounds: list) -> None:
+    """The `GET /tasks/{id}` vs hello-world ratio with metrics on (the default) and with
+    `METRICS_ENABLED=false`, from the same alternating rounds."""
+    on = statistics.median(q.rate / h.rate for h, q, _, _ in rounds)
+    off = statistics.median(o.rate / h.rate for h, o in unmetered_rounds)
+    line(name, f"GET /tasks/{{id}} ratio with metrics on {on:.2f}, with METRICS_ENABLED=false "
+               f"{off:.2f}: metrics cost {off - on:+.2f} (median of {ROUNDS} alternating rounds; "
+               "goal <= 0.02)")
 
 
 def _writes_vs_hello(name: str, quiver_port: int, base_port: int, auth: dict, ids: list[str]) -> None:

@@ -88,12 +88,13 @@ def _attempt(delivery, hook, event) -> Outcome:
                        duration_ms=int((time.perf_counter() - started) * 1000))
     ok = 200 <= response.status < 300
     gone = response.status == 410
+    latency = (utcnow() - event.created_at).total_seconds() if ok else None
     return Outcome(delivery, hook, ok=ok, status=response.status,
                    body=_head_of_body(response, started + settings.webhook_timeout)
                    .decode("utf-8", "replace"),
                    duration_ms=int((time.perf_counter() - started) * 1000),
                    error=None if ok else f"HTTP {response.status}", retry=not gone,
-                   disable="Endpoint answered 410 Gone." if gone else None)
+                   disable="Endpoint answered 410 Gone." if gone else None, latency=latency)
 
 
 def _head_of_body(response, deadline: float) -> bytes:

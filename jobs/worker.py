@@ -19,6 +19,10 @@ worker died; once a minute it purges expired idempotency records and tus
 uploads, and file bytes no file uses any more (left when a process died between
 a file's deletion and the removal of its bytes). With `--burst`, one SimpleWorker
 works both queues until they are empty.
+
+Every process here records metrics into the shared metrics directory (`api.metrics`):
+delivery outcomes and latency, the duration of each job (observed by the worker that ran
+or supervised it, never in a forked work horse) and the errors it caught.
 """
 
 import argparse
@@ -29,14 +33,16 @@ import signal
 import threading
 import time
 
+import peewee
 import redis
 from rq import SimpleWorker, Worker
 
-from api import config, idempotency, queue, redis_conn
+from api import config, idempotency, metrics, queue, redis_conn
 from api.config import Settings
 from api.request_log import configure_logging
 from api.services import database, files, tus
 from api.services import jobs as job_service
+from api.timeutil import utcnow
 from jobs import webhooks
 
 log = logging.getLogger("quiver.worker")
@@ -54,7 +60,43 @@ def _setup() -> Settings:
     configure_logging(settings.log_level)
     database.configure(settings.database_url, settings.db_pool_size, settings.db_prepare)
     redis_conn.configure(settings)
+    metrics.configure(settings)
     return settings
+
+
+class TimedJobs:
+    """An RQ worker that observes the run time of each Quiver job it finished
+    (`quiver_job_duration_seconds`) in its own long-lived process, not in the forked work
+    horse: a horse that recorded would leave a set of metrics files behind per job."""
+
+    def execute_job(self, job, queue):
+        began = utcnow()
+        try:
+            return super().execute_job(job, queue)
+        finally:
+            _observe(job, began)
+
+
+def _observe(job, began) -> None:
+    if job.func_name not in job_service.RUNNERS.values() or not job.args:
+        return
+    try:
+        with database.connection():
+            row = job_service.finished_since(job.args[0], began)
+    except peewee.PeeweeException as exc:
+        metrics.database_error("worker")
+        log.warning("could not time job %s: %s", job.args[0], exc)
+        return
+    if row is not None:
+        metrics.job_finished(row.type, row.status, (row.finished_at - row.started_at).total_seconds())
+
+
+class DataWorker(TimedJobs, Worker):
+    """The forking worker of the `default` queue."""
+
+
+class InProcessWorker(TimedJobs, SimpleWorker):
+    """The in-process worker (webhook deliveries; every queue with `--burst`)."""
 
 
 def sweep_once() -> None:
@@ -77,6 +119,7 @@ def _sweep_forever(stop: threading.Event, supervise) -> None:
             sweep_once()
             supervise()
         except Exception as exc:  # noqa: BLE001 - keep sweeping through outages
+            metrics.backend_error(exc, "sweeper")
             log.warning("sweep failed: %s", exc)
 
 
@@ -95,6 +138,7 @@ def _work_through_outages(make_worker) -> None:
             make_worker().work()
             return
         except (redis.ConnectionError, redis.TimeoutError) as exc:
+            metrics.redis_error("worker")
             log.warning("worker lost Redis (%s); restarting it in %.0fs", exc, RECONNECT_DELAY)
             time.sleep(RECONNECT_DELAY)
 
@@ -103,8 +147,8 @@ def run_data_worker() -> None:
     """The child process: a forking RQ worker on the `default` queue."""
     _die_with_parent()
     _setup()
-    _work_through_outages(lambda: Worker([queue.get_queue(queue.DEFAULT_QUEUE)],
-                                         connection=redis_conn.client()))
+    _work_through_outages(lambda: DataWorker([queue.get_queue(queue.DEFAULT_QUEUE)],
+                                             connection=redis_conn.client()))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -115,8 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     connection = redis_conn.client()
     if args.burst:
         sweep_once()
-        SimpleWorker([queue.get_queue(name) for name in queue.QUEUES],
-                     connection=connection).work(burst=True)
+        InProcessWorker([queue.get_queue(name) for name in queue.QUEUES],
+                        connection=connection).work(burst=True)
         return
 
     spawn = multiprocessing.get_context("spawn")
@@ -134,8 +178,8 @@ def main(argv: list[str] | None = None) -> None:
                      daemon=True).start()
     log.info("worker starting", extra={"queues": list(queue.QUEUES)})
     try:
-        _work_through_outages(lambda: SimpleWorker([queue.get_queue(queue.WEBHOOK_QUEUE)],
-                                                   connection=connection))
+        _work_through_outages(lambda: InProcessWorker([queue.get_queue(queue.WEBHOOK_QUEUE)],
+                                                      connection=connection))
     finally:
         stop.set()
         children[0].terminate()

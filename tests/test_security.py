@@ -85,6 +85,7 @@ NOT_IN_OPENAPI = {
     ("/live", "GET"): (None, "/live"),
     ("/api/v1/graphql", "POST"): (GRAPHQL, "/api/v1/graphql"),  # test_graphql_checks_the_scope_…
     ("/static/{filename}", "GET"): ("admin", "/static/live.html"),  # Flask's own: undeclared
+    ("/metrics", "GET"): ("admin", "/metrics"),  # Prometheus text; or METRICS_TOKEN
 }
 
 

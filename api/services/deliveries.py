@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from api import config
+from api import config, metrics
 from api.ids import new_id
 from api.models import Event, Webhook, WebhookDelivery
 from api.store import db, execute_many, transaction
@@ -31,6 +31,7 @@ class Outcome:
     duration_ms: int | None = None
     retry: bool = True
     disable: str | None = None
+    latency: float | None = None  # a success: seconds from the event's commit to the 2xx
 
 
 def claim(delivery_ids: list[str]) -> list[WebhookDelivery]:
@@ -63,11 +64,13 @@ def targets(claimed: list[WebhookDelivery]) -> tuple[dict[str, Webhook], dict[st
 
 
 def record(outcomes: list[Outcome]) -> None:
-    """Store a group of attempts in one transaction; schedule retries or disable webhooks."""
+    """Store a group of attempts in one transaction; schedule retries or disable webhooks.
+    Once committed, each attempt is counted by outcome: `succeeded`, `retrying` (another
+    attempt is scheduled) or `failed` (no more attempts)."""
     settings = config.current()
     now = utcnow()
     schedule = settings.webhook_retry_schedule
-    rows, retries = [], []
+    rows, retries, counted = [], [], []
     for o in outcomes:
         next_at = None
         if not o.ok and o.hook is not None and o.disable is None and o.hook.failing_since and \
@@ -79,6 +82,7 @@ def record(outcomes: list[Outcome]) -> None:
                             "webhook_id": o.delivery.webhook_id, "event_id": o.delivery.event_id,
                             "attempt": o.delivery.attempt + 1, "status": "pending",
                             "next_attempt_at": next_at, "created_at": now})
+        counted.append("succeeded" if o.ok else "retrying" if next_at else "failed")
         rows.append(("succeeded" if o.ok else "failed", o.status, o.body, o.duration_ms, o.error,
                      now, next_at, o.delivery.id))
     assignments = ", ".join(f'"{column}" = {db.param}' for column in RECORDED_COLUMNS)
@@ -91,6 +95,8 @@ def record(outcomes: list[Outcome]) -> None:
         for o in outcomes:
             if o.hook is not None:
                 _update_health(o.hook, o.ok, now, o.disable, settings.webhook_disable_after)
+    for o, outcome in zip(outcomes, counted):
+        metrics.delivery_recorded(outcome, o.latency)
 
 
 def _update_health(hook: Webhook, ok: bool, now, disable: str | None, disable_after: int) -> None:

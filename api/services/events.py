@@ -15,7 +15,7 @@ import logging
 
 from peewee import fn
 
-from api import queue, redis_conn
+from api import metrics, queue, redis_conn
 from api.errors import NotFound
 from api.ids import new_id
 from api.models import Event, Webhook, WebhookDelivery
@@ -143,6 +143,7 @@ def _after_commit(account_id: str, events: list[dict], delivery_ids: list[str]) 
                                  for event in events) + "]"
         redis_conn.client().publish(f"{CHANNEL}:{account_id}", payload)
     except Exception as exc:  # noqa: BLE001 - never fail a committed write over fan-out
+        metrics.backend_error(exc, "publish")
         log.warning("could not publish events: %s", exc)
     if delivery_ids:
         queue.enqueue_deliveries(delivery_ids)

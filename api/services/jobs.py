@@ -16,7 +16,7 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-from api import config, queue
+from api import config, metrics, queue
 from api.errors import APIError, NotFound
 from api.ids import new_id
 from api.models import Job
@@ -79,6 +79,7 @@ def enqueue(job_id: str, job_type: str) -> None:
             RUNNERS[job_type], job_id, job_timeout=config.current().job_timeout + 60,
             result_ttl=0, failure_ttl=24 * 3600)
     except Exception as exc:  # noqa: BLE001 - the sweeper catches up
+        metrics.backend_error(exc, "enqueue")
         log.warning("could not enqueue job %s: %s", job_id, exc)
 
 
@@ -150,6 +151,12 @@ def finish(row: Job, status: str, result: dict | None = None, error: str | None 
         if status in ("succeeded", "failed"):
             kind = "job.completed" if status == "succeeded" else "job.failed"
             events.emit(row.account_id, kind, [as_json(row)])
+
+
+def finished_since(job_id: str, since) -> Job | None:
+    """The job `job_id` if it ran and finished at `since` or later (else None)."""
+    return Job.get_or_none((Job.id == job_id) & (Job.finished_at >= since)
+                           & Job.started_at.is_null(False))
 
 
 def retry_later(row: Job, error: str) -> None:
