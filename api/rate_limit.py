@@ -37,7 +37,7 @@ from flask import current_app, g, request
 from flask_limiter import HeaderNames, Limiter
 from flask_limiter.errors import RateLimitExceeded
 from limits import RateLimitItem, parse_many
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 from werkzeug.http import http_date
 
 from api import metrics, redis_conn
@@ -193,9 +193,8 @@ ADMIT_SHA = hashlib.sha1(ADMIT.encode()).hexdigest()
 
 
 def _evaluate(script_keys: list[str], argv: list) -> list:
-    """Run `ADMIT` on this thread's connection (loading it into a Redis that lacks it)."""
-    connection = redis_conn.thread_connection()
-    try:
+    """Run `ADMIT` (loading it into a Redis that lacks it) on a fast connection."""
+    with redis_conn.fast_connection() as connection:
         try:
             connection.send_command("EVALSHA", ADMIT_SHA, len(script_keys), *script_keys, *argv)
             return connection.read_response()
@@ -204,11 +203,6 @@ def _evaluate(script_keys: list[str], argv: list) -> list:
             connection.read_response()
             connection.send_command("EVALSHA", ADMIT_SHA, len(script_keys), *script_keys, *argv)
             return connection.read_response()
-    except ResponseError:
-        raise
-    except BaseException:
-        connection.disconnect()  # a reply may be half read: start the next call afresh
-        raise
 
 
 class QuiverLimiter(Limiter):

@@ -324,3 +324,4 @@ def test_two_workers_and_eight_clients_let_exactly_the_limit_through(live_server
     assert sum(200 <= s < 300 for s in statuses) == 100
     assert statuses.count(429) == 400
     assert {limit for _, limit in results} == {"100"}
+
