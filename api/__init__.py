@@ -23,6 +23,7 @@ from api.blueprints import (
     api_keys,
     batch,
     bulk,
+    console,
     docs_assets,
     events,
     files,
@@ -126,6 +127,7 @@ def create_app(overrides: dict | None = None) -> Flask:
         api.register_blueprint(records.make_blueprint(entity))
     app.register_blueprint(docs_assets.blp)
     app.register_blueprint(live.blp)
+    app.register_blueprint(console.blp)
     api.register_blueprint(graphql.blp)
     app.register_blueprint(graphql.assets_blp)
     errors.init_app(app)
