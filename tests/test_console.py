@@ -10,8 +10,10 @@ API too. With `CONSOLE_SCREENSHOTS=1` (`make screenshots`) the screenshots land 
 
 import csv
 import io
+import json
 import os
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -29,14 +31,20 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
 
 
 @pytest.fixture(scope="module")
-def server(app, backend_env):
-    """A real gunicorn for the console (private webhook receivers allowed); its base URL."""
+def gunicorn(app, backend_env):
+    """A real gunicorn for the console (private webhook receivers allowed; 32 threads, so 16
+    streams per process): its base URL and process."""
     port = free_port()
-    env = {**os.environ, **backend_env, "WEB_CONCURRENCY": "2", "WEB_THREADS": "16",
+    env = {**os.environ, **backend_env, "WEB_CONCURRENCY": "2", "WEB_THREADS": "32",
            "LOG_LEVEL": "WARNING", "WEBHOOK_ALLOW_PRIVATE": "true"}
     process = start_gunicorn(env, port)
-    yield f"http://127.0.0.1:{port}"
+    yield f"http://127.0.0.1:{port}", process
     stop_process(process)
+
+
+@pytest.fixture(scope="module")
+def server(gunicorn) -> str:
+    return gunicorn[0]
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +76,18 @@ def shots(tmp_path_factory):
 
 @pytest.fixture
 def open_console(chromium_browser, server):
-    """`open_console(key, viewport=LAPTOP)`: a fresh browser context signed in with `key`."""
+    """`open_console(key, viewport=LAPTOP)`: a fresh browser context signed in with `key`.
+
+    At the end, no page may have logged a content security policy violation.
+    """
     contexts = []
+    messages = []
 
     def open_(key: str, viewport: dict = LAPTOP):
         context = chromium_browser.new_context(viewport=viewport, accept_downloads=True)
         contexts.append(context)
         page = context.new_page()
+        page.on("console", lambda message: messages.append(message.text))
         page.goto(f"{server}/console")
         sign_in(page, key)
         return page
@@ -82,12 +95,19 @@ def open_console(chromium_browser, server):
     yield open_
     for context in contexts:
         context.close()
+    assert not [m for m in messages if "Content Security Policy" in m], messages
 
 
 def sign_in(page, key: str) -> None:
     page.fill("#signin-key", key)
     page.click("#signin-form button[type=submit]")
     expect(page.locator("#whoami")).to_contain_text(key[:12])
+
+
+def screenshot(page, path, full_page: bool = False) -> None:
+    """A screenshot of the page without its passing toasts."""
+    page.evaluate("document.getElementById('toasts').replaceChildren()")
+    page.screenshot(path=path, full_page=full_page)
 
 
 def created_key(page) -> str:
@@ -97,19 +117,39 @@ def created_key(page) -> str:
 # --- sign-in and scopes ----------------------------------------------------------------------------
 
 
+def seed(api) -> None:
+    """A small team's worth of records, for the list and its screenshot."""
+    ann = api.create("users", name="Ann Lee", email="ann@example.com")
+    bob = api.create("users", name="Bob Stone", email="bob@example.com")
+    site = api.create("projects", name="Website")
+    app = api.create("projects", name="Mobile app")
+    for title, status, priority, who, project, due in [
+            ("Draft the launch post", "completed", "medium", ann, site, "2026-11-20T17:00:00Z"),
+            ("Fix the signup form", "in_progress", "high", bob, site, "2026-12-08T12:00:00Z"),
+            ("Ship offline mode", "todo", "high", ann, app, "2026-12-15T09:00:00Z"),
+            ("Review crash reports", "todo", "medium", bob, app, None),
+            ("Update the privacy page", "todo", "low", None, site, None),
+            ("Plan the Q1 roadmap", "in_progress", "medium", ann, None, "2027-01-05T10:00:00Z")]:
+        api.create("tasks", title=title, status=status, priority=priority, dueAt=due,
+                   assigneeId=who and who["id"], projectId=project and project["id"])
+
+
 def test_admin_key_signs_in_and_sees_every_page_and_action(open_console, api, shots):
-    for index in range(6):
-        api.create("tasks", title=f"Task {index}", priority=("high", "low")[index % 2])
+    seed(api)
     page = open_console(api.key)
     expect(page).to_have_url(re.compile(r"/console/#/records/comments$"))
     page.click("#nav a[href='#/records/tasks']")
     expect(page.locator("table.records tbody tr")).to_have_count(6)
+    page.check("label.check:has-text('assignee') input")
+    page.check("label.check:has-text('project') input")
+    page.click("button:has-text('Apply')")
+    expect(page.locator("table.records tbody td[data-label=assignee]").first).to_have_text("Ann Lee")
     expect(page.locator("#nav a.disabled")).to_have_count(0)
     expect(page.get_by_role("button", name="New task")).to_be_enabled()
     assert api.key not in page.url
     assert page.context.cookies() == []
     assert page.evaluate("sessionStorage.getItem('quiver.console.key')") == api.key
-    page.screenshot(path=shots / "records.png")
+    screenshot(page, shots / "records.png")
 
     page.click("#signout")
     expect(page.locator("#signin-form")).to_be_visible()
@@ -156,10 +196,10 @@ def test_phone_layout_collapses_the_nav(open_console, api, shots):
     expect(page.locator("#nav")).to_be_hidden()
     expect(page.locator("table.records tbody tr")).to_have_count(1)
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
-    page.screenshot(path=shots / "phone-records.png")
+    screenshot(page, shots / "phone-records.png")
     page.click("#nav-toggle")
     expect(page.locator("#nav")).to_be_visible()
-    page.screenshot(path=shots / "phone-nav.png")
+    screenshot(page, shots / "phone-nav.png")
 
 
 # --- records ---------------------------------------------------------------------------------------
@@ -189,10 +229,11 @@ def test_create_edit_and_a_conflict_shows_both_versions(open_console, api, shots
     expect(conflict.locator("tr.differs", has_text="title").locator("td.mine")).to_have_text("Mine")
     expect(conflict.locator("tr.differs", has_text="title").locator("td.theirs")).to_have_text("Theirs")
     expect(conflict.locator("tr.differs", has_text="status").locator("td.theirs")).to_have_text("completed")
-    page.screenshot(path=shots / "record-conflict.png", full_page=True)
+    screenshot(page, shots / "record-conflict.png", full_page=True)
 
+    page.evaluate("document.getElementById('toasts').replaceChildren()")
     page.click("button:has-text('Save mine over theirs')")
-    expect(page.locator(".toast", has_text="Saved.")).to_have_count(2)
+    expect(page.locator(".toast", has_text="Saved.")).to_have_count(1)
     shown = api.get(f"/tasks/{task_id}").get_json()["data"]
     assert (shown["title"], shown["status"]) == ("Mine", "completed")
     expect(page.locator("#field-status")).to_have_value("completed")
@@ -284,12 +325,29 @@ def test_a_failed_delivery_is_redelivered_after_the_receiver_is_fixed(open_conso
         expect(succeeded).to_have_count(1, timeout=20000)
         expect(succeeded.locator("td.response-status")).to_have_text("200")
         expect(failed.locator("td.response-status")).to_have_text("500")  # the log keeps every attempt
-        page.screenshot(path=shots / "webhooks.png", full_page=True)
+        screenshot(page, shots / "webhooks.png", full_page=True)
 
         page.click("button:has-text('Pause')")
         expect(page.locator(".page-head .badge")).to_have_text("paused")
         hook = api.get("/webhooks").get_json()["data"][0]
         assert hook["active"] is False
+    finally:
+        receiver.http.close()
+
+
+def test_a_webhook_disabled_by_a_410_is_marked_with_the_reason(open_console, api, server, worker):
+    receiver = Receiver()
+    receiver.status = 410
+    try:
+        hook = requests.post(f"{server}/api/v1/webhooks", timeout=10,
+                             headers={"Authorization": f"Bearer {api.key}"},
+                             json={"url": receiver.http.url, "events": ["task.created"]})
+        assert hook.status_code == 201, hook.json()
+        api.create("tasks", title="Gone")
+        page = open_console(api.key)
+        page.click("#nav a[href='#/webhooks']")
+        row = page.locator("table tr", has_text=receiver.http.url)
+        expect(row.locator(".badge")).to_have_text("disabled: Endpoint answered 410 Gone.", timeout=20000)
     finally:
         receiver.http.close()
 
@@ -314,13 +372,31 @@ def test_export_of_the_current_filter_shows_progress_and_downloads(open_console,
     expect(job).to_have_attribute("data-status", "succeeded", timeout=30000)
     expect(job.locator(".progress")).to_have_text("10 / 10 (100%)")
     expect(job.locator(".job-summary")).to_contain_text("10 rows, csv")
-    page.screenshot(path=shots / "jobs.png")
+    screenshot(page, shots / "jobs.png")
 
     with page.expect_download() as download:
         job.locator("button:has-text('Download')").click()
     rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8"))))
     assert sorted(row["title"] for row in rows) == [f"Row {index:02d}" for index in range(0, 30, 3)]
     assert {row["priority"] for row in rows} == {"high"}
+
+
+def test_an_import_from_the_jobs_page_shows_its_failures(open_console, api, worker):
+    page = open_console(api.key)
+    page.click("#nav a[href='#/jobs']")
+    page.select_option("form.import select", "tasks")
+    lines = [{"title": "Imported fine"}, {"title": "Bad status", "status": "someday"}]
+    page.set_input_files("form.import input[type=file]", files=[{
+        "name": "tasks.jsonl", "mimeType": "application/x-ndjson",
+        "buffer": "\n".join(json.dumps(line) for line in lines).encode()}])
+    page.click("button:has-text('Start import')")
+    job = page.locator("article.job", has_text="Import of task records")
+    expect(job).to_have_attribute("data-status", "succeeded", timeout=30000)
+    expect(job.locator(".job-summary")).to_have_text("1 created, 1 failed")
+    job.locator("details.failures summary").click()
+    expect(job.locator("details.failures")).to_contain_text(
+        "status: Must be one of: todo, in_progress, completed.")
+    assert api.get("/tasks").get_json()["meta"]["total"] == 1
 
 
 # --- keys ------------------------------------------------------------------------------------------
@@ -342,7 +418,7 @@ def test_create_a_key_then_revoke_it(open_console, api, server, shots):
     row = page.locator("table.keys tr", has_text="reporting")
     expect(row.locator("td[data-label=Scopes] .badge")).to_have_text(["read", "write"])
     expect(row.locator("td[data-label='Rate limit']")).to_have_text("100/minute")
-    page.screenshot(path=shots / "keys.png")
+    screenshot(page, shots / "keys.png")
 
     row.locator("button:has-text('Revoke')").click()
     page.click("#dialog button:has-text('Revoke')")
@@ -366,7 +442,7 @@ def test_an_event_arrives_live_and_type_filters_apply(open_console, api, shots):
     expect(arrived).to_contain_text("Seen live")
     api.patch(f"/tasks/{task['id']}", json={"status": "completed"})
     expect(page.locator("li.event[data-type='task.updated']")).to_contain_text("changed: status")
-    page.screenshot(path=shots / "events.png")
+    screenshot(page, shots / "events.png")
 
     page.click(".type-filter summary")
     page.check(".type-filter input[value='project.created']")
@@ -377,3 +453,25 @@ def test_an_event_arrives_live_and_type_filters_apply(open_console, api, shots):
     api.create("projects", name="Let through")
     expect(page.locator("li.event[data-type='project.created']", has_text="Let through")).to_have_count(1)
     expect(page.locator("li.event[data-type='task.created']")).to_have_count(0)
+
+
+@pytest.mark.parametrize("seen_before", [True, False])
+def test_the_tail_resumes_after_a_network_drop_without_losing_events(open_console, api, gunicorn,
+                                                                     seen_before):
+    """The stream drops (gunicorn restarts its workers, which ends open streams) while the
+    browser is offline; events committed in the gap arrive once it is back: resumed from the
+    last event id when the page has seen one, else from a fresh look at the latest events."""
+    page = open_console(api.key)
+    page.click("#nav a[href='#/events']")
+    expect(page.locator(".live-state")).to_have_text("Live")
+    if seen_before:
+        api.create("projects", name="Seen before the drop")
+        expect(page.locator("li.event")).to_have_count(1)
+    page.context.set_offline(True)
+    gunicorn[1].send_signal(signal.SIGHUP)
+    expect(page.locator(".live-state")).to_contain_text("reconnecting", timeout=20000)
+    missed = api.create("tasks", title="Committed while offline")
+    page.context.set_offline(False)
+    expect(page.locator("li.event", has_text=missed["id"])).to_have_count(1, timeout=20000)
+    expect(page.locator(".live-state")).to_have_text("Live")
+    expect(page.locator("li.event")).to_have_count(2 if seen_before else 1)

@@ -76,7 +76,7 @@ export function secretBox(label, value) {
 export function time(value) {
   if (!value) return "—";
   const date = new Date(value);
-  return h("time", { datetime: value, title: value }, date.toLocaleString());
+  return h("time", { datetime: value, title: value }, date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" }));
 }
 
 export function badge(text, kind = "") {
@@ -95,8 +95,9 @@ export function progress(done, total) {
   const share = total ? Math.min(100, Math.round((100 * done) / total)) : 0;
   const bar = h("div", { class: "bar" });
   bar.style.width = `${share}%`;  // CSSOM, which the page's CSP allows (a style attribute it does not)
-  return h("div", { class: "progress", role: "progressbar", "aria-valuenow": share, "aria-valuemin": 0, "aria-valuemax": 100 },
-    bar, h("span", {}, total ? `${done} / ${total} (${share}%)` : `${done}`));
+  return h("div", { class: "progress" },
+    h("div", { class: "track", role: "progressbar", "aria-valuenow": share, "aria-valuemin": 0, "aria-valuemax": 100 }, bar),
+    h("span", { class: "label" }, total ? `${done} / ${total} (${share}%)` : `${done}`));
 }
 
 export function empty(text) {

@@ -73,12 +73,12 @@ export function render(main) {
       add(event, true);
     };
     source.onerror = () => {
-      if (source.readyState === EventSource.CLOSED) {  // the browser gave up: resume by hand
-        setStatus("Disconnected; reconnecting…", "bad");
-        retry = setTimeout(open, RETRY_MS);
-      } else {
-        setStatus("Connection lost; reconnecting…", "warn");  // EventSource resends Last-Event-ID
-      }
+      setStatus("Connection lost; reconnecting…", "warn");
+      if (lastEventId && source.readyState !== EventSource.CLOSED) return;  // it resends Last-Event-ID
+      // The browser gave up, or there is no event id to resume from: start again by hand,
+      // from the last id seen, else from a fresh look at the latest events.
+      source.close();
+      retry = setTimeout(lastEventId ? open : start, RETRY_MS);
     };
   }
 
@@ -88,13 +88,16 @@ export function render(main) {
   }
 
   async function start() {
-    fill(errors);
+    clearTimeout(retry);
     try {
       lastEventId = await loadLatest();
+      fill(errors);
       if (!paused) open();
     } catch (error) {
       fill(errors, errorBox(error));
-      setStatus("Not connected", "bad");
+      const passing = error.status === 0 || error.status >= 500;  // the network or the server: try again
+      setStatus(passing ? "Not connected; retrying…" : "Not connected", "bad");
+      if (passing) retry = setTimeout(start, RETRY_MS);
     }
   }
 

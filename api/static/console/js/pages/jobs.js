@@ -47,7 +47,7 @@ export function render(main, context, [focus]) {
     const total = job.progress?.total ?? 0;
     const running = !FINISHED.includes(job.status);
     return h("article", { class: `card job${job.id === focus ? " focus" : ""}`, dataset: { id: job.id, status: job.status } },
-      h("header", {}, h("strong", {}, `${job.type} ${job.entity || ""}`), " ", h("code", {}, job.id), " ",
+      h("header", {}, h("strong", {}, `${job.type[0].toUpperCase()}${job.type.slice(1)}${job.entity ? ` of ${job.entity} records` : ""}`), " ", h("code", {}, job.id), " ",
         badge(job.status, STATUS_KIND[job.status])),
       progress(job.status === "succeeded" && !total ? 1 : done, job.status === "succeeded" && !total ? 1 : total),
       h("div", { class: "job-meta muted" }, "created ", time(job.createdAt),

@@ -117,7 +117,7 @@ function renderList(main, context, entity) {
   }
 
   function drawTable(rows) {
-    const columns = entity.fields.filter((f) => !(f.maxLength > 1000));
+    const columns = listColumns(entity);
     if (!rows.length) {
       fill(tableBox, empty("No records match."));
       return;
@@ -138,7 +138,7 @@ function renderList(main, context, entity) {
           if (box.checked) selected.add(record.id); else selected.delete(record.id);
           updateSelection();
         });
-        return h("tr", { dataset: { id: record.id } }, h("td", { class: "pick" }, box),
+        return h("tr", { dataset: { id: record.id } }, h("td", { class: "pick", "data-label": "select" }, box),
           columns.map((f) => h("td", { "data-label": f.name }, cell(entity, f, record))),
           state.expand.map((name) => h("td", { "data-label": name }, expanded(context, entity, name, record[name]))));
       }))));
@@ -189,11 +189,16 @@ function renderList(main, context, entity) {
   return null;
 }
 
+/** The list's columns: the id, the short writable fields, and when the record last changed. */
+function listColumns(entity) {
+  return entity.fields.filter((f) => f.name === "id" || f.name === "updatedAt" || (!f.readOnly && !(f.maxLength > 1000)));
+}
+
 function cell(entity, field, record) {
   const value = record[field.name];
   if (value === null || value === undefined) return h("span", { class: "muted" }, "—");
-  if (field.name === "id") return h("a", { href: `#/records/${entity.path}/${value}` }, value);
-  if (field.refersTo) return h("a", { href: `#/records/${field.refersTo}/${value}` }, value);
+  if (field.name === "id") return h("a", { class: "id", href: `#/records/${entity.path}/${value}` }, value);
+  if (field.refersTo) return h("a", { class: "id", href: `#/records/${field.refersTo}/${value}` }, value);
   if (field.format === "date-time") return time(value);
   if (field.enum) return badge(value, `v-${value}`);
   return String(value);
@@ -277,7 +282,7 @@ function renderRecord(main, context, entity, id) {
       return;
     }
     const mine = { ...record, ...changes };
-    const rows = entity.fields.map((f) => {
+    const rows = entity.fields.filter((f) => !f.readOnly).map((f) => {
       const differs = JSON.stringify(mine[f.name]) !== JSON.stringify(current[f.name]);
       return h("tr", { class: differs ? "differs" : "" }, h("th", {}, f.name),
         h("td", { class: "mine" }, show(mine[f.name])), h("td", { class: "theirs" }, show(current[f.name])));

@@ -177,8 +177,8 @@ function renderHook(main, id) {
   }
 
   fill(main, head, errors, h("div", { class: "hook-grid" },
-    h("section", {}, h("h2", {}, "Settings"), editor),
-    h("section", {}, h("h2", {}, "Delivery log ", h("button", { type: "button", class: "small", onclick: loadLog }, "Refresh")), log)));
+    h("section", {}, h("h2", {}, "Delivery log ", h("button", { type: "button", class: "small", onclick: loadLog }, "Refresh")), log),
+    h("section", {}, h("h2", {}, "Settings"), editor)));
   loadHook();
   loadLog();
   const timer = setInterval(loadLog, REFRESH_MS);
