@@ -359,6 +359,10 @@ def test_export_of_the_current_filter_shows_progress_and_downloads(open_console,
     items = [{"title": f"Row {index:02d}", "priority": "high" if index % 3 == 0 else "low"}
              for index in range(30)]
     assert api.post("/import/tasks", json={"items": items}).status_code == 201
+    lines = b'{"title": "From a file", "priority": "low"}\n{"title": ""}\n'
+    imported = api.post("/import/tasks/file", data={"file": (io.BytesIO(lines), "tasks.jsonl")},
+                        content_type="multipart/form-data")
+    assert imported.status_code == 202, imported.get_json()
     page = open_console(api.key)
     page.click("#nav a[href='#/records/tasks']")
     page.click("button:has-text('+ Filter')")
@@ -368,6 +372,8 @@ def test_export_of_the_current_filter_shows_progress_and_downloads(open_console,
     expect(page.locator("table.records tbody tr")).to_have_count(10)
     page.click("button:has-text('Export CSV')")
     expect(page).to_have_url(re.compile(r"#/jobs/job_"))
+    expect(page.locator("article.job", has_text="Import of task records")).to_contain_text(
+        "1 created, 1 failed", timeout=30000)
     job = page.locator("article.job.focus")
     expect(job).to_have_attribute("data-status", "succeeded", timeout=30000)
     expect(job.locator(".progress")).to_have_text("10 / 10 (100%)")
@@ -441,7 +447,10 @@ def test_an_event_arrives_live_and_type_filters_apply(open_console, api, shots):
     arrived = page.locator("li.event[data-type='task.created']", has_text=task["id"])
     expect(arrived).to_contain_text("Seen live")
     api.patch(f"/tasks/{task['id']}", json={"status": "completed"})
-    expect(page.locator("li.event[data-type='task.updated']")).to_contain_text("changed: status")
+    updated = page.locator("li.event[data-type='task.updated']")
+    expect(updated).to_contain_text("changed: status")
+    updated.locator("summary").click()
+    expect(updated.locator("pre")).to_contain_text('"previousAttributes"')
     screenshot(page, shots / "events.png")
 
     page.click(".type-filter summary")

@@ -76,7 +76,7 @@ export function secretBox(label, value) {
 export function time(value) {
   if (!value) return "—";
   const date = new Date(value);
-  return h("time", { datetime: value, title: value }, date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" }));
+  return h("time", { datetime: value, title: value }, date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" }));
 }
 
 export function badge(text, kind = "") {

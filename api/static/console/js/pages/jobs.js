@@ -22,7 +22,7 @@ async function save(job) {
 function failures(job) {
   const list = job.result?.failures || [];
   if (!list.length) return null;
-  return h("details", { class: "failures" }, h("summary", {}, `${job.result.failed} failed rows`),
+  return h("details", { class: "failures" }, h("summary", {}, `${job.result.failed} failed ${job.result.failed === 1 ? "row" : "rows"}`),
     h("ul", {}, list.map((f) => h("li", {}, h("strong", {}, `row ${f.index}`), `: ${f.error}`,
       f.details ? h("ul", {}, Object.entries(f.details).map(([field, messages]) =>
         h("li", {}, h("code", {}, field), `: ${[].concat(messages).join(" ")}`))) : null))));
@@ -51,7 +51,8 @@ export function render(main, context, [focus]) {
         badge(job.status, STATUS_KIND[job.status])),
       progress(job.status === "succeeded" && !total ? 1 : done, job.status === "succeeded" && !total ? 1 : total),
       h("div", { class: "job-meta muted" }, "created ", time(job.createdAt),
-        job.finishedAt ? [" · finished ", time(job.finishedAt)] : null, " ", h("span", { class: "job-summary" }, summary(job))),
+        job.finishedAt ? [" · finished ", time(job.finishedAt)] : null,
+        summary(job) ? [" · ", h("span", { class: "job-summary" }, summary(job))] : null),
       failures(job),
       h("div", { class: "actions" },
         running ? guarded(canWrite, "write", "Cancel", { class: "danger small", onclick: () => cancel(job) }) : null,

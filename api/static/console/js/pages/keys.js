@@ -17,7 +17,7 @@ export function render(main, context) {
         h("thead", {}, h("tr", {}, ["Name", "Prefix", "Scopes", "Last used", "Rate limit", "Created", "State", ""]
           .map((t) => h("th", {}, t)))),
         h("tbody", {}, data.map((k) => h("tr", { dataset: { id: k.id }, class: k.revokedAt ? "revoked" : "" },
-          h("td", { "data-label": "Name" }, k.name, k.id === context.me.id ? badge("this console", "info") : null),
+          h("td", { "data-label": "Name" }, k.name, k.id === context.me.id ? [" ", badge("this console", "info")] : null),
           h("td", { "data-label": "Prefix" }, h("code", {}, `${k.prefix}…`)),
           h("td", { "data-label": "Scopes" }, k.scopes.map((s) => badge(s, `scope-${s}`))),
           h("td", { "data-label": "Last used" }, time(k.lastUsedAt)),

@@ -117,7 +117,7 @@ function renderList(main, context, entity) {
   }
 
   function drawTable(rows) {
-    const columns = listColumns(entity);
+    const columns = listColumns(entity).filter((f) => !state.expand.some((name) => f.name === `${name}Id`));
     if (!rows.length) {
       fill(tableBox, empty("No records match."));
       return;
@@ -197,8 +197,8 @@ function listColumns(entity) {
 function cell(entity, field, record) {
   const value = record[field.name];
   if (value === null || value === undefined) return h("span", { class: "muted" }, "—");
-  if (field.name === "id") return h("a", { class: "id", href: `#/records/${entity.path}/${value}` }, value);
-  if (field.refersTo) return h("a", { class: "id", href: `#/records/${field.refersTo}/${value}` }, value);
+  if (field.name === "id") return h("a", { class: "id", title: value, href: `#/records/${entity.path}/${value}` }, value);
+  if (field.refersTo) return h("a", { class: "id", title: value, href: `#/records/${field.refersTo}/${value}` }, value);
   if (field.format === "date-time") return time(value);
   if (field.enum) return badge(value, `v-${value}`);
   return String(value);

@@ -91,7 +91,7 @@ function renderList(main) {
 function deliveryRow(hookId, delivery, reload, errors) {
   return h("tr", { dataset: { id: delivery.id, status: delivery.status } },
     h("td", { "data-label": "Created" }, time(delivery.createdAt)),
-    h("td", { "data-label": "Event" }, h("code", {}, delivery.eventId)),
+    h("td", { "data-label": "Event" }, h("code", { title: delivery.eventId }, delivery.eventId)),
     h("td", { "data-label": "Attempt" }, delivery.attempt),
     h("td", { "data-label": "Status" }, badge(delivery.status,
       { succeeded: "ok", failed: "bad", pending: "warn" }[delivery.status])),
