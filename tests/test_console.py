@@ -238,6 +238,11 @@ def test_create_edit_and_a_conflict_shows_both_versions(open_console, api, shots
     assert (shown["title"], shown["status"]) == ("Mine", "completed")
     expect(page.locator("#field-status")).to_have_value("completed")
 
+    page.click("main button:has-text('Delete')")
+    page.click("#dialog button:has-text('Delete')")
+    expect(page).to_have_url(re.compile(r"#/records/tasks$"))
+    assert api.get(f"/tasks/{task_id}").status_code == 404
+
 
 def test_validation_errors_appear_under_their_fields(open_console, api):
     page = open_console(api.key)
@@ -327,10 +332,21 @@ def test_a_failed_delivery_is_redelivered_after_the_receiver_is_fixed(open_conso
         expect(failed.locator("td.response-status")).to_have_text("500")  # the log keeps every attempt
         screenshot(page, shots / "webhooks.png", full_page=True)
 
+        page.click("button:has-text('Send test')")
+        expect(page.locator("table.deliveries tr[data-status=succeeded]")).to_have_count(2, timeout=20000)
+        assert json.loads(receiver.received[-1])["type"] == "webhook.test"
+
+        page.click("button:has-text('Rotate secret')")
+        expect(page.locator("#dialog input.secret")).to_have_value(re.compile(r"^whsec_"))
+        page.click("#dialog button:has-text('Close')")
+
+        page.fill("#hook-description", "Ops receiver, fixed")
+        page.click("form.hook-form button:has-text('Save')")
+        expect(page.locator(".toast", has_text="Webhook saved.")).to_be_visible()
         page.click("button:has-text('Pause')")
         expect(page.locator(".page-head .badge")).to_have_text("paused")
         hook = api.get("/webhooks").get_json()["data"][0]
-        assert hook["active"] is False
+        assert (hook["active"], hook["description"]) == (False, "Ops receiver, fixed")
     finally:
         receiver.http.close()
 
@@ -484,3 +500,29 @@ def test_the_tail_resumes_after_a_network_drop_without_losing_events(open_consol
     expect(page.locator("li.event", has_text=missed["id"])).to_have_count(1, timeout=20000)
     expect(page.locator(".live-state")).to_have_text("Live")
     expect(page.locator("li.event")).to_have_count(2 if seen_before else 1)
+
+
+def test_a_reset_from_the_stream_reloads_the_latest_events(open_console, api):
+    """The page's first look at the log names an event the server's log does not hold (as
+    when it has left the retained log): the stream answers {"type":"reset"}, and the page
+    says so and reloads the latest events."""
+    api.create("projects", name="In the log")
+    page = open_console(api.key)
+    gone = {"success": True, "meta": {}, "data": [{
+        "id": "evt_00000000000000000000000000", "type": "project.created",
+        "createdAt": "2026-01-01T00:00:00Z", "data": {"id": "prj_gone", "name": "Not in the log"}}]}
+    answered = []
+
+    def first_answer_names_a_lost_event(route):
+        if answered:
+            route.continue_()
+        else:
+            answered.append(True)
+            route.fulfill(json=gone)
+
+    page.route(re.compile(r"/api/v1/events\?"), first_answer_names_a_lost_event)
+    page.click("#nav a[href='#/events']")
+    expect(page.locator("main .notice")).to_contain_text("could not replay every missed event")
+    expect(page.locator("li.event", has_text="In the log")).to_have_count(1)
+    expect(page.locator("li.event", has_text="Not in the log")).to_have_count(0)
+    expect(page.locator(".live-state")).to_have_text("Live")
