@@ -114,6 +114,23 @@ def created_key(page) -> str:
     return page.locator("#dialog input.secret").input_value()
 
 
+# --- the static files ------------------------------------------------------------------------------
+
+
+def test_the_console_is_served_without_a_key_under_a_strict_policy(client):
+    assert client.get("/console").get_data() == client.get("/console/").get_data()
+    page = client.get("/console")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    policy = page.headers["Content-Security-Policy"]
+    assert "script-src 'self';" in policy and "unsafe-inline" not in policy
+    html = page.get_data(as_text=True)
+    assert all("src=" in tag for tag in re.findall(r"<script[^>]*>", html))  # no inline script
+    assert "style=" not in html and "<style" not in html
+    script = client.get("/console/js/app.js")
+    assert script.status_code == 200 and script.mimetype == "text/javascript"
+    assert client.get("/console/js/nothing.js").get_json()["code"] == "NOT_FOUND"
+
+
 # --- sign-in and scopes ----------------------------------------------------------------------------
 
 
@@ -137,7 +154,7 @@ def seed(api) -> None:
 def test_admin_key_signs_in_and_sees_every_page_and_action(open_console, api, shots):
     seed(api)
     page = open_console(api.key)
-    expect(page).to_have_url(re.compile(r"/console/#/records/comments$"))
+    expect(page).to_have_url(re.compile(r"/console#/records/comments$"))
     page.click("#nav a[href='#/records/tasks']")
     expect(page.locator("table.records tbody tr")).to_have_count(6)
     page.check("label.check:has-text('assignee') input")

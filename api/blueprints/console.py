@@ -7,7 +7,7 @@ The content security policy allows nothing but this origin: no inline script or 
 
 from pathlib import Path
 
-from flask import Blueprint, redirect, send_from_directory
+from flask import Blueprint, send_from_directory
 
 from api.auth import public
 
@@ -25,11 +25,6 @@ def _served(response):
 
 
 @blp.route("/console")
-@public
-def console_root():
-    return redirect("/console/", code=308)
-
-
 @blp.route("/console/")
 @public
 def console_page():
