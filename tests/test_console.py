@@ -261,6 +261,28 @@ def test_create_edit_and_a_conflict_shows_both_versions(open_console, api, shots
     assert api.get(f"/tasks/{task_id}").status_code == 404
 
 
+def test_a_new_entity_in_the_openapi_document_gets_its_pages_with_no_console_code(
+        chromium_browser, server, api):
+    """The console knows entities only from the OpenAPI document: given one with a `labels`
+    entity beside the others (here the projects' operations under another path), it shows it."""
+    spec = requests.get(f"{server}/api/v1/openapi.json", timeout=10).json()
+    for path, item in list(spec["paths"].items()):
+        if path.startswith("/api/v1/projects"):
+            spec["paths"][path.replace("/projects", "/labels")] = item
+    context = chromium_browser.new_context(viewport=LAPTOP)
+    page = context.new_page()
+    page.route("**/api/v1/openapi.json", lambda route: route.fulfill(json=spec))
+    page.goto(f"{server}/console")
+    sign_in(page, api.key)
+    page.click("#nav a[href='#/records/labels']")
+    expect(page.locator("main h1")).to_have_text("Labels")
+    expect(page.get_by_role("button", name="New label")).to_be_enabled()
+    sorts = page.locator("main select[aria-label=Sort] option")
+    expect(sorts).to_contain_text(["createdAt ↓", "name ↑"])
+    expect(page.locator("main .error")).to_contain_text("NOT_FOUND")  # the real server has no labels
+    context.close()
+
+
 def test_validation_errors_appear_under_their_fields(open_console, api):
     page = open_console(api.key)
     page.goto(page.url.split("#")[0] + "#/records/users/new")
