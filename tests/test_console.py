@@ -326,6 +326,30 @@ def test_list_filters_search_expand_paging_and_bulk_delete(open_console, api):
     assert api.get("/tasks?q=Job%2001").get_json()["meta"]["total"] == 0
 
 
+# --- jobs, before the module's worker starts ------------------------------------------------------
+
+
+def test_a_queued_export_is_canceled_and_only_a_write_key_may_cancel(open_console, account, api):
+    """Runs before any test here starts the worker (file order), so the export stays queued."""
+    started = api.post("/export/tasks", json={"format": "jsonl"})
+    assert started.status_code == 202
+    job_id = started.get_json()["data"]["id"]
+    reader = open_console(account.key("read").key)
+    reader.click("#nav a[href='#/jobs']")
+    queued = reader.locator(f"article.job[data-id='{job_id}']")
+    expect(queued).to_have_attribute("data-status", "queued")
+    expect(queued.get_by_role("button", name="Cancel")).to_be_disabled()
+
+    page = open_console(api.key)
+    page.click("#nav a[href='#/jobs']")
+    job = page.locator(f"article.job[data-id='{job_id}']")
+    job.get_by_role("button", name="Cancel").click()
+    expect(job).to_have_attribute("data-status", "canceled")
+    expect(job.locator(".job-summary")).to_have_text("Canceled before it started.")
+    expect(job.get_by_role("button", name="Cancel")).to_have_count(0)
+    assert api.get(f"/jobs/{job_id}").get_json()["data"]["status"] == "canceled"
+
+
 # --- webhooks --------------------------------------------------------------------------------------
 
 

@@ -78,7 +78,7 @@ function route() {
   if (cleanup) cleanup();
   cleanup = null;
   const parts = location.hash.replace(/^#\/?/, "").split("/").filter(Boolean).map(decodeURIComponent);
-  if (!parts.length) {
+  if (!parts.length || (parts[0] === "records" && !parts[1])) {
     location.replace(`#/records/${context.entities[0].path}`);
     return;
   }
