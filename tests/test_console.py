@@ -170,6 +170,8 @@ def test_admin_key_signs_in_and_sees_every_page_and_action(open_console, api, sh
 
     page.click("#signout")
     expect(page.locator("#signin-form")).to_be_visible()
+    expect(page.locator("#shell")).to_be_hidden()
+    expect(page.locator("table.records")).to_have_count(0)  # the page was loaded afresh
     assert page.evaluate("sessionStorage.length") == 0
 
 

@@ -36,13 +36,11 @@ async function signIn(secret) {
   }
 }
 
+/** Forget the key, then load the page afresh: nothing the last key saw stays in memory. */
 function signOut() {
   if (cleanup) cleanup();
-  cleanup = null;
   key.clear();
-  context = null;
-  location.hash = "";
-  showSignIn();
+  location.replace(location.pathname);
 }
 
 function showSignIn(error) {
