@@ -225,14 +225,18 @@ def test_phone_layout_collapses_the_nav(open_console, api, shots):
 
 
 def test_create_edit_and_a_conflict_shows_both_versions(open_console, api, shots):
+    ann = api.create("users", name="Ann", email="ann@example.com")
     page = open_console(api.key)
     page.goto(page.url.split("#")[0] + "#/records/tasks/new")
+    expect(page.locator("#choices-assigneeId option")).to_have_text(["Ann"])  # suggested by name
     page.fill("#field-title", "Write the console")
     page.select_option("#field-priority", "high")
+    page.fill("#field-assigneeId", ann["id"])
     page.click("button:has-text('Create')")
     expect(page).to_have_url(re.compile(r"#/records/tasks/tsk_"))
     task_id = page.url.rsplit("/", 1)[1]
-    assert api.get(f"/tasks/{task_id}").get_json()["data"]["priority"] == "high"
+    created = api.get(f"/tasks/{task_id}").get_json()["data"]
+    assert (created["priority"], created["assigneeId"]) == ("high", ann["id"])
 
     page.fill("#field-title", "Write the console, well")
     page.click("button:has-text('Save')")

@@ -67,7 +67,7 @@ export async function entities() {
       const target = found.find((e) => relation.schema === e.recordSchema
         || relation.schema === `${e.recordSchema}Record`);
       const field = entity.fields.find((f) => f.name === `${relation.name}Id`);
-      if (target && field) field.refersTo = target.path;
+      if (target && field) Object.assign(field, { refersTo: target.path, refersToLabel: target.label });
     }
   }
   cache = found;

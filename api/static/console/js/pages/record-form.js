@@ -1,6 +1,18 @@
 // One form field per writable entity field (as the OpenAPI document describes it), and back.
 
+import { get } from "../api.js";
 import { h } from "../ui.js";
+
+const CHOICES = 100;
+
+/** Suggestions for a reference field: the first records of its target, by id and label. */
+function choices(field) {
+  const list = h("datalist", { id: `choices-${field.name}` });
+  get(`/${field.refersTo}`, { limit: CHOICES, fields: `id,${field.refersToLabel}` })
+    .then(({ data }) => list.append(...data.map((r) => h("option", { value: r.id }, r[field.refersToLabel] ?? r.id))))
+    .catch(() => {});  // only suggestions: the field still takes any id
+  return list;
+}
 
 /** A labelled input for `field` holding `value`. */
 export function fieldInput(field, value, disabled) {
@@ -17,14 +29,15 @@ export function fieldInput(field, value, disabled) {
     input = h("textarea", { ...attrs, rows: 4 }, value ?? "");
   } else {
     input = h("input", {
-      ...attrs, value: value ?? "",
+      ...attrs, value: value ?? "", list: field.refersTo && !disabled ? `choices-${field.name}` : null,
       type: field.type === "integer" || field.type === "number" ? "number" : "text",
       placeholder: field.format === "date-time" ? "2025-01-15T10:00:00Z" : field.refersTo ? `id of a ${field.refersTo.replace(/s$/, "")}` : null,
     });
   }
   return h("div", { class: "field" },
     h("label", { for: id }, field.name, field.required ? h("span", { class: "required", title: "required" }, " *") : null),
-    input, h("div", { class: "field-error", dataset: { errorFor: field.name } }));
+    input, field.refersTo && !disabled ? choices(field) : null,
+    h("div", { class: "field-error", dataset: { errorFor: field.name } }));
 }
 
 /** The form's values as a JSON body; when `creating`, empty optional fields are left out. */
