@@ -503,6 +503,8 @@ def test_create_a_key_then_revoke_it(open_console, api, server, shots):
     secret = page.locator("#dialog input.secret")
     expect(secret).to_have_value(re.compile(r"^sk_"))
     key = created_key(page)
+    page.click("#dialog button:has-text('Copy')")
+    expect(page.locator("#dialog button:has-text('Copied')")).to_be_visible()
     page.click("#dialog button:has-text('Close')")
     auth = {"Authorization": f"Bearer {key}"}
     assert requests.get(f"{server}/api/v1/tasks", headers=auth, timeout=10).status_code == 200

@@ -19,6 +19,7 @@ blp = Blueprint("console", __name__)
 
 
 def _served(response):
+    """The response with the console's policy, revalidated on every load."""
     response.headers["Content-Security-Policy"] = POLICY
     response.headers["Cache-Control"] = "no-cache"
     return response
@@ -28,10 +29,12 @@ def _served(response):
 @blp.route("/console/")
 @public
 def console_page():
+    """The console's one page; its hash names the view (`#/records/tasks`)."""
     return _served(send_from_directory(ASSETS, "index.html", max_age=0))
 
 
 @blp.route("/console/<path:filename>")
 @public
 def console_asset(filename):
+    """A stylesheet or ES module of the console."""
     return _served(send_from_directory(ASSETS, filename, max_age=0))
