@@ -7,7 +7,7 @@ FUZZ_EXAMPLES ?= 200
 CONSISTENCY_SECONDS ?= 300
 export FLASK_APP := wsgi
 
-.PHONY: install run account migrate test test-sqlite test-postgres lint bench bench-core soak check-consistency check-consistency-bounded fuzz clean
+.PHONY: install run account migrate test test-sqlite test-postgres lint screenshots bench bench-core soak check-consistency check-consistency-bounded fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -53,6 +53,10 @@ test-postgres: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+
+# The operator console's screenshots (tests/screenshots/console/, shown in the README), taken by its tests.
+screenshots: install
+	CONSOLE_SCREENSHOTS=1 env -u TEST_DATABASE_URL $(BIN)/pytest tests/test_console.py
 
 bench: migrate
 	$(BIN)/python -m bench

@@ -27,6 +27,7 @@ from api.blueprints import (
     api_keys,
     batch,
     bulk,
+    console,
     docs_assets,
     events,
     files,
@@ -150,6 +151,7 @@ def create_app(overrides: dict | None = None) -> Flask:
         api.register_blueprint(records.make_blueprint(entity))
     app.register_blueprint(docs_assets.blp)
     app.register_blueprint(live.blp)
+    app.register_blueprint(console.blp)
     if recording:
         app.register_blueprint(scrape.blp)
     api.register_blueprint(graphql.blp)

@@ -168,3 +168,8 @@ def init_app(app) -> None:
 def current_account_id() -> str:
     """The account of the authenticated key."""
     return g.account_id
+
+
+def current_key_id() -> str:
+    """The id of the authenticated key."""
+    return g.api_key.id

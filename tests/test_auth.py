@@ -378,6 +378,34 @@ def test_unknown_key_id_is_404(api):
     assert_error(api.delete(f"{KEYS}/key_doesnotexist"), 404, "NOT_FOUND")
 
 
+@pytest.mark.parametrize("scopes", [("read",), ("write",), ("read", "write"), ("admin",)])
+def test_current_shows_the_calling_key_whatever_its_scopes(account, scopes):
+    key = account.key(*scopes)
+    response = key.get(f"{KEYS}/current")
+    assert response.status_code == 200, response.get_json()
+    data = response.get_json()["data"]
+    assert data["scopes"] == list(scopes)
+    assert key.key.startswith(data["prefix"])
+    assert data["id"].startswith("key_") and data["name"] == "test"
+    assert {"rateLimit", "createdAt", "lastUsedAt", "revokedAt"} <= set(data)
+    assert "key" not in data
+
+
+def test_current_needs_a_live_key(app, account, client):
+    assert_error(raw(client, "GET", f"{KEYS}/current"), 401, "UNAUTHORIZED")
+    key = account.key("read")
+    me = key.get(f"{KEYS}/current").get_json()["data"]
+    assert account.api.delete(f"{KEYS}/{me['id']}").status_code == 204
+    assert_error(key.get(f"{KEYS}/current"), 401, "UNAUTHORIZED")
+
+
+def test_current_is_in_the_openapi_document(client):
+    operation = client.get("/api/v1/openapi.json").get_json()["paths"][f"{KEYS}/current"]["get"]
+    assert "403" not in operation["responses"]  # any scope will do
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/CurrentApiKeyEnvelope"}
+
+
 def test_last_used_at_is_set_after_use(api):
     created = api.post(KEYS, json={"name": "tracked", "scopes": ["read"]}).get_json()["data"]
     assert api.get(f"{KEYS}/{created['id']}").get_json()["data"]["lastUsedAt"] is None

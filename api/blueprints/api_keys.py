@@ -1,9 +1,10 @@
-"""`/api/v1/api-keys`: create (secret shown once), list, get and revoke keys (admin)."""
+"""`/api/v1/api-keys`: create (secret shown once), list, get and revoke keys (admin);
+`/api/v1/api-keys/current`: the calling key itself (any scope), so a client can learn its scopes."""
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from api.auth import current_account_id, requires
+from api.auth import any_scope, current_account_id, current_key_id, requires
 from api.docs import ErrorSchema, envelope, links, list_of, load_view, request_body
 from api.http import json_body, no_content, success
 from api.idempotency import reveals_secret
@@ -11,7 +12,7 @@ from api.services import accounts
 from api.services.accounts import ApiKeySchema, CreatedApiKeySchema
 
 blp = Blueprint("api-keys", __name__, url_prefix="/api/v1/api-keys",
-                description="API keys of the caller's account (admin scope).")
+                description="API keys of the caller's account (admin scope; `/current`: any scope).")
 
 
 @blp.route("")
@@ -31,6 +32,14 @@ class ApiKeys(MethodView):
         row, secret = accounts.create_key_from_payload(current_account_id(), json_body())
         data = {**accounts.serialize_key(row), "key": secret}
         return success(data, 201, headers={"Location": f"/api/v1/api-keys/{row.id}"})
+
+
+@blp.route("/current", methods=["GET"])
+@any_scope
+@blp.doc(summary="The calling key: id, name, prefix, scopes, rate limit (any scope)")
+@blp.response(200, envelope(ApiKeySchema, "CurrentApiKey"))
+def current_key():
+    return success(accounts.serialize_key(accounts.get_key(current_account_id(), current_key_id())))
 
 
 @blp.route("/<string:key_id>")
