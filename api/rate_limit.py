@@ -33,6 +33,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+import redis
 from flask import current_app, g, request
 from flask_limiter import HeaderNames, Limiter
 from flask_limiter.errors import RateLimitExceeded
@@ -110,11 +111,10 @@ NO_MARKER = "quiver:key:-"
 
 @dataclass(frozen=True)
 class Window:
-    """One limit a request answers to, ready for the script: the limit, its window's name
-    (as flask-limiter would key it) and Redis key, and whether the key's limits share it."""
+    """One limit a request answers to, ready for the script: the limit, its window's Redis
+    key (as flask-limiter would key it), and whether it is one of the key's own limits."""
 
     limit: RateLimitItem
-    name: str
     redis_key: str
     shared: bool
     error_message = None  # (flask-limiter's 429 reads it)
@@ -137,7 +137,7 @@ def _windows(storage, key_id: str, key_limits: str | None, endpoint: str | None,
     who = f"key:{key_id}"
     applied = [(item, ["quiver", who, "global"], True) for item in _parsed(key_limits)]
     applied += [(item, ["quiver", who, endpoint], False) for item in _parsed(route_limits)]
-    return tuple(Window(item, item.key_for(*args), storage.prefixed_key(item.key_for(*args)), shared)
+    return tuple(Window(item, storage.prefixed_key(item.key_for(*args)), shared)
                  for item, args, shared in applied)
 
 
@@ -193,21 +193,27 @@ ADMIT_SHA = hashlib.sha1(ADMIT.encode()).hexdigest()
 
 
 def _evaluate(script_keys: list[str], argv: list) -> list:
-    """Run `ADMIT` (loading it into a Redis that lacks it) on a fast connection."""
-    with redis_conn.fast_connection() as connection:
+    """Run `ADMIT` (loading it into a Redis that lacks it) on a fast connection; once more
+    on another if the connection was closed under it (an idle one, after a Redis restart)."""
+    for attempt in (1, 2):
         try:
-            connection.send_command("EVALSHA", ADMIT_SHA, len(script_keys), *script_keys, *argv)
-            return connection.read_response()
-        except NoScriptError:
-            connection.send_command("SCRIPT", "LOAD", ADMIT)
-            connection.read_response()
-            connection.send_command("EVALSHA", ADMIT_SHA, len(script_keys), *script_keys, *argv)
-            return connection.read_response()
+            with redis_conn.fast_connection() as connection:
+                try:
+                    connection.send_command("EVALSHA", ADMIT_SHA, len(script_keys), *script_keys, *argv)
+                    return connection.read_response()
+                except NoScriptError:
+                    connection.send_command("SCRIPT", "LOAD", ADMIT)
+                    connection.read_response()
+                    connection.send_command("EVALSHA", ADMIT_SHA, len(script_keys), *script_keys, *argv)
+                    return connection.read_response()
+        except redis.ConnectionError:
+            if attempt == 2:
+                raise
 
 
 class QuiverLimiter(Limiter):
     """flask-limiter as the configuration surface, without its per-request hooks: `admit`,
-    called by `api.auth`, evaluates the request's limits, and `_headers` writes the headers."""
+    called by `api.auth`, evaluates the request's limits, and `write_headers` writes the headers."""
 
     def init_app(self, app) -> None:
         # flask-limiter installs its hooks only for an app it is not yet registered with

@@ -50,9 +50,9 @@ def configure(settings: Settings) -> None:
 
 @cache
 def client() -> redis.Redis:
-    """The process-wide Redis client (a connection pool, safe across threads). The pool may
-    open a connection per thread using it at once (redis-py's default cap, 100, is fewer
-    than a web process's threads: `WEB_THREADS`)."""
+    """The process-wide Redis client (a connection pool, safe across threads). The pool opens
+    a connection for each thread using it at once, up to `MAX_CONNECTIONS` (redis-py's
+    default cap, 100, is fewer than a web process's threads, `WEB_THREADS`)."""
     return redis.Redis.from_url(resolve_url(_settings), socket_connect_timeout=2,
                                 socket_timeout=5, health_check_interval=30,
                                 max_connections=MAX_CONNECTIONS)

@@ -152,6 +152,16 @@ def test_a_redis_that_lost_its_scripts_still_counts_exactly(account, backend_env
     assert_rate_limited(api.get("/tasks"))
 
 
+def test_connections_closed_by_redis_are_replaced_and_the_request_still_counts(account,
+                                                                               backend_env):
+    """Redis closes every client (as a restart does): the next request takes its slot on a
+    new connection, rather than failing open uncounted."""
+    api = limited_key(account, "5/minute")
+    assert rate_headers(api.get("/tasks"))[:2] == (5, 4)
+    redis.Redis.from_url(backend_env["REDIS_URL"]).client_kill_filter(_type="normal", skipme=True)
+    assert rate_headers(api.get("/tasks"))[:2] == (5, 3)
+
+
 def test_session_default_limit_applies_to_keys_without_their_own(account):
     api = limited_key(account, None)
     statuses = [api.get("/tasks").status_code for _ in range(100)]
