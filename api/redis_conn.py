@@ -66,7 +66,8 @@ def fast_connection() -> Iterator[redis.connection.Connection]:
     """A connection for one short exchange, for the call every request makes
     (`api.rate_limit.admit`): taken from and given back to a list of idle ones kept beside
     the client's pool, which costs no lock, liveness poll or bookkeeping. There are as many
-    as calls have run at once. A connection that saw an error is closed, not given back."""
+    as calls have run at once. A connection that saw an error is closed, not given back;
+    one that lost its connection takes the idle ones with it."""
     global _spare
     current = client()
     owner, idle = _spare
@@ -80,6 +81,11 @@ def fast_connection() -> Iterator[redis.connection.Connection]:
         connection = pool.connection_class(**pool.connection_kwargs)
     try:
         yield connection
+    except redis.ConnectionError:
+        connection.disconnect()
+        while idle:  # closed under it (Redis restarted, say): the idle ones likely are too
+            idle.pop().disconnect()
+        raise
     except BaseException:
         connection.disconnect()  # a reply may be half read
         raise

@@ -26,11 +26,13 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 
 import redis
 import requests
 
+from api import redis_conn
 from api.services import accounts
 from tests.conftest import ApiClient
 from tests.extra_apps import extra_apps
@@ -154,11 +156,21 @@ def test_a_redis_that_lost_its_scripts_still_counts_exactly(account, backend_env
 
 def test_connections_closed_by_redis_are_replaced_and_the_request_still_counts(account,
                                                                                backend_env):
-    """Redis closes every client (as a restart does): the next request takes its slot on a
-    new connection, rather than failing open uncounted."""
+    """Redis closes this process's idle connections (as a restart does): the next request
+    takes its slot on a new connection, rather than failing open uncounted."""
     api = limited_key(account, "5/minute")
     assert rate_headers(api.get("/tasks"))[:2] == (5, 4)
-    redis.Redis.from_url(backend_env["REDIS_URL"]).client_kill_filter(_type="normal", skipme=True)
+    with account.app.app_context(), ExitStack() as held:  # three idle connections, not one
+        for _ in range(3):
+            connection = held.enter_context(redis_conn.fast_connection())
+            connection.send_command("PING")
+            assert connection.read_response() == b"PONG"
+    idle = redis_conn._spare[1]
+    assert len(idle) == 3
+    server = redis.Redis.from_url(backend_env["REDIS_URL"])
+    for connection in idle:
+        connection.send_command("CLIENT", "ID")
+        server.client_kill_filter(_id=connection.read_response())
     assert rate_headers(api.get("/tasks"))[:2] == (5, 3)
 
 
