@@ -32,18 +32,20 @@ def wait_for(condition, timeout: float = 15.0, interval: float = 0.05, message: 
         time.sleep(interval)
 
 
-def start_gunicorn(env: dict, port: int, app: str = "wsgi:app",
-                   health_path: str = "/healthz", log: Path | None = None) -> subprocess.Popen:
+def start_gunicorn(env: dict, port: int, app: str = "wsgi:app", health_path: str = "/healthz",
+                   log: Path | None = None, access_log: Path | None = None) -> subprocess.Popen:
     """Start gunicorn (the real config) on 127.0.0.1:`port` and wait until it answers.
 
     Its stderr (the JSON logs) goes to the file `log`, else to a pipe, which suits only a
     server that logs little: nobody reads the pipe, and once full it stalls the server.
+    Its stdout (the access log, with `ACCESS_LOG=true`) goes to the file `access_log`.
     """
-    with open(log if log is not None else os.devnull, "wb") as file:
+    with (open(log if log is not None else os.devnull, "wb") as errors,
+          open(access_log if access_log is not None else os.devnull, "wb") as output):
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", app],
             cwd=ROOT, env={**env, "HOST": "127.0.0.1", "PORT": str(port)},
-            stdout=subprocess.DEVNULL, stderr=file if log is not None else subprocess.PIPE,
+            stdout=output, stderr=errors if log is not None else subprocess.PIPE,
         )
 
     def healthy():

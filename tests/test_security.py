@@ -34,7 +34,6 @@ import re
 import secrets
 import socket
 import subprocess
-import sys
 import threading
 from dataclasses import dataclass, field
 
@@ -62,7 +61,15 @@ from api.store import db
 from tests import media
 from tests.conftest import GENEROUS_LIMIT, ApiClient, plain_sql
 from tests.extra_apps import extra_apps
-from tests.procs import ROOT, PostServer, free_port, read_body, respond, stop_process, wait_for
+from tests.procs import (
+    PostServer,
+    free_port,
+    read_body,
+    respond,
+    start_gunicorn,
+    stop_process,
+    wait_for,
+)
 
 BASE = "/api/v1"
 PUBLIC_IP = "93.184.215.14"  # a public address; the sandbox has no DNS and no route to it
@@ -577,23 +584,10 @@ def logging_server(app, backend_env, tmp_path_factory):
     directory = tmp_path_factory.mktemp("gunicorn")
     port = free_port()
     env = {**os.environ, **backend_env, "ACCESS_LOG": "true", "LOG_LEVEL": "info",
-           "WEB_CONCURRENCY": "1", "WEB_THREADS": "8", "SSE_HEARTBEAT_SECONDS": "0.5",
-           "HOST": "127.0.0.1", "PORT": str(port)}
+           "WEB_CONCURRENCY": "1", "WEB_THREADS": "8", "SSE_HEARTBEAT_SECONDS": "0.5"}
     out, err = directory / "stdout.log", directory / "stderr.log"
-    with open(out, "wb") as stdout, open(err, "wb") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
-                                    "wsgi:app"], cwd=ROOT, env=env, stdout=stdout, stderr=stderr)
+    process = start_gunicorn(env, port, log=err, access_log=out)
     base = f"http://127.0.0.1:{port}"
-
-    def healthy():
-        if process.poll() is not None:
-            raise AssertionError(f"gunicorn exited: {err.read_text()[-2000:]}")
-        try:
-            return requests.get(f"{base}/healthz", timeout=1).ok
-        except (requests.ConnectionError, requests.Timeout):
-            return False
-
-    wait_for(healthy, timeout=30, message="gunicorn to answer")
     yield Server(base, process, out, err)
     stop_process(process)
 
