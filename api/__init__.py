@@ -13,13 +13,12 @@ from api import (
     db_lifecycle,
     endpoints,
     errors,
+    http_layer,
     idempotency,
     metrics,
     rate_limit,
     redis_conn,
     request_log,
-    request_metrics,
-    security_headers,
     store,
     uploads,
 )
@@ -54,12 +53,17 @@ EXPOSED_HEADERS = ["ETag", "Location", "Link", "X-Request-ID", "Retry-After",
 
 
 class QuiverFlask(Flask):
-    """Flask, remembering which functions are coroutines: it would ask `inspect` again for
-    every hook and view of every request (about twenty calls each time)."""
+    """Flask inside `api.http_layer` (what every HTTP response gets), remembering which
+    functions are coroutines: it would ask `inspect` again for every hook and view of
+    every request (about twenty calls each time)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._coroutines: dict = {}
+        self.http_layer = http_layer.wrap(self.wsgi_app, metered=False)
+
+    def __call__(self, environ, start_response):
+        return self.http_layer(environ, start_response)
 
     def ensure_sync(self, func):
         key = getattr(func, "__func__", func)  # a view class's method is bound anew each request
@@ -118,11 +122,8 @@ def create_app(overrides: dict | None = None) -> Flask:
     recording = metrics.configure(settings)
     keys.forget_all()  # keys read from another database or Redis are not this app's
 
-    if recording:
-        request_metrics.init_app(app)  # first: its after_request hook runs last
-    request_log.init_app(app)
+    app.http_layer = http_layer.wrap(app.wsgi_app, metered=recording)
     body_limits.init_app(app, settings)
-    security_headers.init_app(app)
     db_lifecycle.init_app(app)
     auth.init_app(app)
     rate_limit.init_app(app, settings)

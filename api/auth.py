@@ -16,6 +16,7 @@ from flask import g, request
 from api import rate_limit
 from api.batch_environ import BATCH_KEY
 from api.errors import APIError
+from api.request_log import note_key
 from api.routing import view_for_request
 from api.services import keys
 from api.services.keys import KEY_PREFIX, SCOPES
@@ -105,7 +106,7 @@ def _grant(row, needed: str) -> None:
         raise unauthorized("This API key has been revoked.")
     g.api_key = row
     g.account_id = row.account_id
-    g.key_prefix = row.prefix
+    note_key(request.environ, row.prefix)
     g.scopes = set(row.scopes.split(","))
     if needed != ANY_SCOPE and not has_scope(g.scopes, needed):
         raise APIError(403, "INSUFFICIENT_SCOPE",

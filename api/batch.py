@@ -25,6 +25,7 @@ from werkzeug.exceptions import HTTPException
 from api.batch_environ import BATCH_KEY, SUBREQUEST
 from api.errors import ValidationFailed, flatten_messages
 from api.fields import StrictBoolean, Text
+from api.request_log import REQUEST_ID
 from api.routing import view_for
 from api.services.records import read_ahead
 from api.store import transaction
@@ -34,10 +35,11 @@ BASE = "/api/v1"
 BATCH_PATH = f"{BASE}/batch"
 FORWARDED_HEADERS = ("If-Match", "If-None-Match", "Idempotency-Key")
 REFERENCE = re.compile(r"\{\{\s*([A-Za-z0-9_.:-]+?)\.([^{}]+?)\s*\}\}")
-# What a sub-request takes from its batch's environ (server, client, scheme, key).
+# What a sub-request takes from its batch's environ (server, client, scheme, key, request id).
 INHERITED_ENVIRON = ("SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "SCRIPT_NAME", "HTTP_HOST",
                      "REMOTE_ADDR", "HTTP_AUTHORIZATION", "wsgi.version", "wsgi.url_scheme",
-                     "wsgi.errors", "wsgi.multithread", "wsgi.multiprocess", "wsgi.run_once")
+                     "wsgi.errors", "wsgi.multithread", "wsgi.multiprocess", "wsgi.run_once",
+                     REQUEST_ID)
 
 
 class SubRequestSchema(Schema):

@@ -9,11 +9,12 @@ import logging
 
 import peewee
 import redis
-from flask import g, jsonify
+from flask import jsonify
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from api import metrics
+from api.request_log import current_request_id
 from api.store import is_write_conflict
 
 log = logging.getLogger("quiver.errors")
@@ -148,7 +149,7 @@ def _handle_http_exception(error: HTTPException):
 
 
 def _handle_unexpected(error: Exception):
-    log.exception("unhandled error", extra={"request_id": g.get("request_id")})
+    log.exception("unhandled error", extra={"request_id": current_request_id()})
     return error_response(500, "INTERNAL_ERROR", MESSAGES[500])
 
 
@@ -164,7 +165,7 @@ def _handle_backend_down(error: Exception):
                                                "rolled back; send it again.")
     backend = "redis" if isinstance(error, redis.RedisError) else "database"
     log.error("backing service unavailable: %s: %s", backend, error,
-              extra={"request_id": g.get("request_id")})
+              extra={"request_id": current_request_id()})
     return error_response(503, "SERVICE_UNAVAILABLE", f"The {backend} is unavailable.",
                           {"service": backend})
 

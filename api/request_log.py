@@ -2,21 +2,24 @@
 
 Every response carries `X-Request-ID` (the caller's, when it is sane, else a new
 one); every request is logged as one JSON line with method, path, status,
-duration, request id and the API key's visible prefix.
+duration, request id and the API key's visible prefix. `api.http_layer` calls
+these once per HTTP request.
 """
 
 import json
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 
-from flask import g, request
+from flask import request
 
 log = logging.getLogger("quiver.request")
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+REQUEST_ID = "quiver.request_id"  # WSGI environ keys
+KEY_PREFIX = "quiver.key_prefix"
 
 
 class JSONFormatter(logging.Formatter):
@@ -52,33 +55,33 @@ def configure_logging(level: str) -> None:
 
 
 def current_request_id() -> str | None:
-    """The id of the request being served, if any."""
-    return g.get("request_id")
+    """The id of the request being served, if any (a batch's sub-requests share the batch's)."""
+    return request.environ.get(REQUEST_ID) if request else None
 
 
-def init_app(app) -> None:
-    """Assign request ids, echo them, and log one line per request."""
+def assign_request_id(environ: dict) -> str:
+    """The request's id (the caller's `X-Request-ID`, when it is sane, else a new one), kept
+    in its environ."""
+    given = environ.get("HTTP_X_REQUEST_ID", "")
+    request_id = environ[REQUEST_ID] = given if _SAFE_REQUEST_ID.match(given) else os.urandom(16).hex()
+    return request_id
 
-    @app.before_request
-    def _start():
-        given = request.headers.get("X-Request-ID", "")
-        g.request_id = given if _SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
-        g.started = time.perf_counter()
 
-    @app.after_request
-    def _finish(response):
-        request_id = g.get("request_id") or uuid.uuid4().hex
-        response.headers["X-Request-ID"] = request_id
-        started = g.get("started")
-        log.info(
-            "request",
-            extra={
-                "method": request.method,
-                "path": request.path,
-                "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
-                "request_id": request_id,
-                "key_prefix": g.get("key_prefix"),
-            },
-        )
-        return response
+def note_key(environ: dict, key_prefix: str) -> None:
+    """Record the visible prefix of the request's API key, for its log line."""
+    environ[KEY_PREFIX] = key_prefix
+
+
+def log_request(environ: dict, status: int, seconds: float) -> None:
+    """The request's log line (at INFO)."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace")
+    log.info("request", extra={
+        "method": environ.get("REQUEST_METHOD"),
+        "path": "/" + path.lstrip("/"),
+        "status": status,
+        "duration_ms": round(seconds * 1000, 2),
+        "request_id": environ.get(REQUEST_ID),
+        "key_prefix": environ.get(KEY_PREFIX),
+    })
