@@ -45,7 +45,7 @@ from api.config import Settings
 from api.docs import CommonErrorsPlugin, ErrorSchema, strict_nullable_refs, text_constraints
 from api.entities import ENTITIES
 from api.fields import Timestamp
-from api.services import keys
+from api.services import keys, record_cache
 
 EXPOSED_HEADERS = ["ETag", "Location", "Link", "X-Request-ID", "Retry-After",
                    "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset",
@@ -121,6 +121,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     redis_conn.configure(settings)
     recording = metrics.configure(settings)
     keys.forget_all()  # keys read from another database or Redis are not this app's
+    record_cache.configure(settings)
 
     app.http_layer = http_layer.wrap(app.wsgi_app, metered=recording)
     body_limits.init_app(app, settings)

@@ -18,7 +18,7 @@ from api.batch_environ import BATCH_KEY
 from api.errors import APIError
 from api.request_log import note_key
 from api.routing import view_for_request
-from api.services import keys
+from api.services import keys, record_cache
 from api.services.keys import KEY_PREFIX, SCOPES
 
 ANY_SCOPE = "any"
@@ -113,9 +113,18 @@ def _grant(row, needed: str) -> None:
                        f"This API key lacks the '{needed}' scope.", {"required": needed})
 
 
-def _admit(secret: str | None, needed: str, settings) -> None:
+def _watched(view) -> str | None:
+    """The id of the record a route that reads one (`reads_record`) is asked for, if cached."""
+    if not getattr(view, "reads_record", None) or not record_cache.enabled():
+        return None
+    record_id = request.view_args.get("record_id")
+    return record_id if record_id and len(record_id) <= 100 else None
+
+
+def _admit(secret: str | None, needed: str, settings, watch: str | None) -> None:
     """Authenticate, check the scope and take the rate-limit slots: one Redis call, and no
-    database read for a key this process remembers whose marker has not moved."""
+    database read for a key this process remembers whose marker has not moved. The same
+    call reads the change counters of the record `watch` (see `api.services.record_cache`)."""
     secret = _well_formed(secret)
     known = keys.recall(secret)
     remembered = known is not None
@@ -123,10 +132,11 @@ def _admit(secret: str | None, needed: str, settings) -> None:
     for _ in range(3):
         _grant(known.row, needed)
         marker = (known.marker, known.epoch, known.generation) if remembered else None
-        outcome = rate_limit.admit(known.row, settings, marker, charge_key=True)
+        outcome = rate_limit.admit(known.row, settings, marker, charge_key=True, watch=watch)
         if outcome == "admitted":
             break
         if outcome == "unreachable":  # limits let it through; revocation stays strict
+            record_cache.forget_all()
             if remembered:
                 keys.forget_all()
                 known = _learned(secret)
@@ -160,7 +170,7 @@ def init_app(app) -> None:
             return
         batch_key = request.environ.get(BATCH_KEY)
         if batch_key is None:
-            _admit(_presented_key(view), needed, settings)
+            _admit(_presented_key(view), needed, settings, _watched(view))
         else:
             _grant(batch_key, needed)
             rate_limit.admit(batch_key, settings, None, charge_key=False)

@@ -46,6 +46,8 @@ class Settings:
     redis_url: str | None
     db_pool_size: int
     db_prepare: bool
+    record_cache_size: int
+    record_cache_seconds: float
     cors_origins: list[str]
     max_content_length: int
     json_max_bytes: int
@@ -95,6 +97,8 @@ class Settings:
             redis_url=env.get("REDIS_URL") or None,
             db_pool_size=int(env.get("DB_POOL_SIZE", "20")),
             db_prepare=_bool(env.get("DB_PREPARE", "true")),
+            record_cache_size=int(env.get("RECORD_CACHE_SIZE", "10000")),
+            record_cache_seconds=float(env.get("RECORD_CACHE_SECONDS", "30")),
             cors_origins=_list(env.get("CORS_ORIGINS", "")),
             max_content_length=int(env.get("MAX_CONTENT_LENGTH", str(32 * 1024 * 1024))),
             json_max_bytes=int(env.get("JSON_MAX_BYTES", str(1024 * 1024))),

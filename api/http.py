@@ -2,7 +2,7 @@
 
 import json
 
-from flask import jsonify, request
+from flask import current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from api.errors import BadRequest, ValidationFailed
@@ -64,6 +64,11 @@ def success(data, status: int = 200, meta: dict | None = None, headers: dict | N
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response
+
+
+def json_response(body: bytes, status: int = 200, headers: dict | None = None):
+    """A response whose JSON body is already encoded (as `success` would have encoded it)."""
+    return current_app.response_class(body, status, headers, mimetype=current_app.json.mimetype)
 
 
 def no_content():

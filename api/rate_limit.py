@@ -45,7 +45,7 @@ from api import metrics, redis_conn
 from api.config import Settings
 from api.errors import error_response
 from api.routing import view_for_request
-from api.services import keys
+from api.services import keys, record_cache
 from api.timeutil import format_rfc3339
 
 GROUPS = ("batch", "bulk", "upload", "export")
@@ -56,13 +56,15 @@ log = logging.getLogger("quiver.rate_limit")
 # window are dropped from the tail as they expire, so reading a window (oldest entry, count)
 # and taking slots cost O(1) amortised, whatever the limit; a list never grows past its limit
 # (slots are taken only when all fit, and a list's key names its limit). KEYS: the key
-# epoch, the key's marker, then one list per limit; ARGV: now, whether to compare the
+# epoch, the key's marker, the `begun` and `done` counters of the record the request reads
+# (`api.services.record_cache`), then one list per limit; ARGV: now, whether to compare the
 # marker, the epoch and counter expected, then limit, expiry, cost per limit. Returns {-1}
 # when the marker moved (nothing taken), else {1 admitted | 0 refused, the first limit over
-# (0: none), then oldest hit and count of every window}.
+# (0: none), the epoch, the two counters ('' when absent), then oldest hit and count of
+# every window}.
 ADMIT = """
 local now = tonumber(ARGV[1])
-local state = redis.call('mget', KEYS[1], KEYS[2])
+local state = redis.call('mget', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 local epoch, counter = state[1], state[2] or '0'
 if not epoch then
     local t = redis.call('time')
@@ -73,8 +75,8 @@ if ARGV[2] == '1' and (epoch ~= ARGV[3] or counter ~= ARGV[4]) then
     return {-1}
 end
 local counts, oldests, over = {}, {}, 0
-for i = 3, #KEYS do
-    local base = 5 + (i - 3) * 3
+for i = 5, #KEYS do
+    local base = 5 + (i - 5) * 3
     local limit, expiry, cost = tonumber(ARGV[base]), tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
     local oldest = redis.call('lindex', KEYS[i], -1)
     while oldest and tonumber(oldest) < now - expiry do
@@ -83,11 +85,11 @@ for i = 3, #KEYS do
     end
     counts[i] = redis.call('llen', KEYS[i])
     oldests[i] = oldest
-    if over == 0 and counts[i] + cost > limit then over = i - 2 end
+    if over == 0 and counts[i] + cost > limit then over = i - 4 end
 end
 if over == 0 then
-    for i = 3, #KEYS do
-        local base = 5 + (i - 3) * 3
+    for i = 5, #KEYS do
+        local base = 5 + (i - 5) * 3
         local expiry, cost = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
         for j = 1, cost, 5000 do
             local batch = {}
@@ -99,8 +101,8 @@ if over == 0 then
         oldests[i] = oldests[i] or ARGV[1]
     end
 end
-local result = {over == 0 and 1 or 0, over}
-for i = 3, #KEYS do
+local result = {over == 0 and 1 or 0, over, epoch, state[3] or '', state[4] or ''}
+for i = 5, #KEYS do
     result[#result + 1] = oldests[i] or ARGV[1]
     result[#result + 1] = counts[i]
 end
@@ -153,35 +155,41 @@ def _applied(row, settings: Settings, charge_key: bool) -> tuple[Window, ...]:
                     route_limits)
 
 
-def admit(row, settings: Settings, marker: tuple[str, str, str] | None, charge_key: bool) -> str:
+def admit(row, settings: Settings, marker: tuple[str, str, str] | None, charge_key: bool,
+          watch: str | None = None) -> str:
     """Take this request's rate-limit slots and compare its key's marker, in one Redis call.
 
     `marker` is (Redis key, epoch, counter) of a key this process remembered, else None.
-    Returns "admitted"; "stale" when the marker moved (nothing was taken: read the key
-    again and call again); or "unreachable" when Redis did not answer (limits let the
-    request through). Raises `RateLimitExceeded` when a limit is full.
+    `watch` is the id of the record the request reads: the same call reads its change
+    counters, and `g.record_tag` is then what the record, read now, would be cached under
+    (`api.services.record_cache`). Returns "admitted"; "stale" when the marker moved
+    (nothing was taken: read the key again and call again); or "unreachable" when Redis did
+    not answer (limits let the request through). Raises `RateLimitExceeded` when a limit is full.
     """
     windows = _applied(row, settings, charge_key)
     if not windows and marker is None:
         return "admitted"
     name, epoch, counter = marker or (NO_MARKER, "", "")
+    begun, done = record_cache.counters(watch) if watch else (NO_MARKER, NO_MARKER)
     cost = _cost() if charge_key else 1
     argv = [time.time(), "1" if marker else "0", epoch, counter]
     for window in windows:
         argv += (window.limit.amount, window.expiry, cost if window.shared else 1)
     try:
-        result = _evaluate([keys.EPOCH, name, *(w.redis_key for w in windows)], argv)
+        result = _evaluate([keys.EPOCH, name, begun, done, *(w.redis_key for w in windows)], argv)
     except keys.REDIS_DOWN as exc:
         metrics.redis_error("rate_limit")
         log.warning("rate limits not applied, Redis is unreachable: %s", exc)
         return "unreachable"
     if result[0] == -1:
         return "stale"
+    if watch:
+        g.record_tag = record_cache.tag(*(value.decode() for value in result[2:5]))
     if windows:
         over = int(result[1])
         shown = over - 1 if over else next((i for i, w in enumerate(windows) if not w.shared), 0)
         window = windows[shown]
-        oldest, count = float(result[2 + 2 * shown]), int(result[3 + 2 * shown])
+        oldest, count = float(result[5 + 2 * shown]), int(result[6 + 2 * shown])
         g.rate_limit = (window.limit.amount, max(0, window.limit.amount - count),
                         int(oldest + window.expiry + 1))
         if over:

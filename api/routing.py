@@ -5,9 +5,14 @@ from flask import current_app, request
 
 
 def view_for_request():
-    """The function that will handle this request (a MethodView's method for class views)."""
-    rule = request.url_rule
-    return None if rule is None else view_for(rule.endpoint, request.method)
+    """The function that will handle this request (a MethodView's method for class views);
+    found once per request, since several hooks ask."""
+    try:
+        return request.quiver_view
+    except AttributeError:
+        rule = request.url_rule
+        view = request.quiver_view = None if rule is None else view_for(rule.endpoint, request.method)
+        return view
 
 
 def view_for(endpoint: str, method: str):

@@ -280,14 +280,15 @@ def transaction():
     job) can wrap several writes in one transaction. What was `stage`d is
     flushed just before the outermost transaction commits; callbacks registered
     with `on_commit` run once it has committed. Both are dropped with any part
-    of it that rolls back. Rows loaded ahead are dropped.
+    of it that rolls back. Callbacks registered with `after_transaction` run once
+    it has ended, committed or not. Rows loaded ahead are dropped.
     """
     loaded = _loaded_ahead.get()
     if loaded:
         loaded.clear()
     outermost = not db.in_transaction()
     if outermost or not getattr(_local, "active", False):
-        _local.callbacks, _local.staged = [], []
+        _local.callbacks, _local.staged, _local.enders = [], [], []
     marks = len(_local.callbacks), len(_local.staged)
     try:
         with db.atomic() as txn:
@@ -303,13 +304,19 @@ def transaction():
     finally:
         if outermost:
             _local.active = False
+            enders, _local.enders = _local.enders, []
+            _run(enders, "after-transaction callback failed")
     if outermost:
         callbacks, _local.callbacks = _local.callbacks, []
-        for callback in callbacks:
-            try:
-                callback()
-            except Exception:
-                log.exception("after-commit callback failed")
+        _run(callbacks, "after-commit callback failed")
+
+
+def _run(callbacks: list, failure: str) -> None:
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            log.exception(failure)
 
 
 def stage(flush, item) -> None:
@@ -357,6 +364,13 @@ def retried(operation):
                 log.info("write conflict (%s); running the transaction again", exc)
 
     return run
+
+
+def after_transaction(callback) -> None:
+    """Run `callback` once the current outermost transaction has ended, committed or rolled back."""
+    if not (db.in_transaction() and getattr(_local, "active", False)):
+        raise RuntimeError("after_transaction() needs a transaction() around it")
+    _local.enders.append(callback)
 
 
 def on_commit(callback) -> None:

@@ -27,7 +27,10 @@ table's `position` column), and checks:
    last event (version and content); a deleted record has exactly one deleted event, its last;
 5. each stream, between resets, and the poller, with none, received exactly the log's events
    (filtered as asked) in commit order from where it resumed: no gap, no duplicate; an error
-   answer to the poller is a violation too.
+   answer to the poller is a violation too;
+6. fresh reads (each process caches records): a GET sent after a single or batch write of its
+   record was answered shows that version or a later one, and one sent after the record's
+   delete was answered does not find it.
 
 Progress goes to stderr; the report, a section for bench/RESULTS.md, to stdout. Exit status 1
 on any violation.
@@ -107,6 +110,8 @@ class Reply:
     status: int
     etag: str | None
     body: dict | None
+    sent: float = 0.0  # time.monotonic() when the request was sent, and when its answer came
+    answered: float = 0.0
 
 
 @dataclass
@@ -119,9 +124,14 @@ class Observations:
     if_match: list = field(default_factory=list)  # (id, version based on, version answered, source)
     statuses: Counter = field(default_factory=Counter)  # (request kind, status)
     jobs: list = field(default_factory=list)
+    reads: list = field(default_factory=list)  # (id, version answered, when the GET was sent)
+    answered: list = field(default_factory=list)  # (id, version written, when that was answered)
+    deleted: list = field(default_factory=list)  # (id, when its delete was answered)
 
-    def record(self, source: str, etag: str | None, data: dict, write: bool) -> int | None:
-        """Note a record answered with its ETag; returns the version it names."""
+    def record(self, source: str, etag: str | None, data: dict, write: bool,
+               reply: Reply | None = None) -> int | None:
+        """Note a record answered with its ETag (by `reply`, when its timing is known: a
+        write's answer, a read's sending); returns the version it names."""
         parsed = parse_etag(etag)
         if parsed is None:
             return None
@@ -130,6 +140,9 @@ class Observations:
             self.contents[parsed].setdefault(content, source)
             if write:
                 self.writes.append((*parsed, content, source))
+            if reply is not None:
+                (self.answered if write else self.reads).append(
+                    (*parsed, reply.answered if write else reply.sent))
         return parsed[1]
 
 
@@ -146,12 +159,13 @@ class Client:
         if body is not None:
             raw = json.dumps(body).encode()
             all_headers["Content-Type"] = "application/json"
+        sent = time.monotonic()
         try:
             conn.request(method, path, body=raw, headers=all_headers)
             response = conn.getresponse()
             data = response.read()
             reply = Reply(response.status, response.getheader("ETag"),
-                          json.loads(data) if data.startswith(b"{") else None)
+                          json.loads(data) if data.startswith(b"{") else None, sent, time.monotonic())
         except OSError:
             reply = Reply(599, None, None)
         finally:
@@ -217,7 +231,7 @@ class Load:
             self.pool.remove([task_id])
         if reply.status != 200:
             return None
-        return self.seen.record("GET", reply.etag, reply.body["data"], write=False)
+        return self.seen.record("GET", reply.etag, reply.body["data"], write=False, reply=reply)
 
     def single_write(self, method: str, body: dict, conditional: bool) -> None:
         """PATCH or PUT one task, `conditional` ones with If-Match from a GET just before."""
@@ -232,7 +246,7 @@ class Load:
             self.pool.remove([task_id])
         if reply.status != 200:
             return
-        answered = self.seen.record(kind, reply.etag, reply.body["data"], write=True)
+        answered = self.seen.record(kind, reply.etag, reply.body["data"], write=True, reply=reply)
         if conditional:
             with self.seen.lock:
                 self.seen.if_match.append((task_id, base, answered, kind))
@@ -252,8 +266,11 @@ class Load:
             return
         kind = "DELETE /tasks/{id}" + (" If-Match" if conditional else "")
         headers = {"If-Match": f'"{task_id}.{base}"'} if conditional else None
-        if self.client.call(kind, "DELETE", f"/api/v1/tasks/{task_id}",
-                            headers=headers).status in (204, 404):
+        reply = self.client.call(kind, "DELETE", f"/api/v1/tasks/{task_id}", headers=headers)
+        if reply.status == 204:
+            with self.seen.lock:
+                self.seen.deleted.append((task_id, reply.answered))
+        if reply.status in (204, 404):
             self.pool.remove([task_id])
 
     def bulk_patch(self) -> None:
@@ -300,7 +317,8 @@ class Load:
             with self.seen.lock:
                 self.seen.statuses[(f"{kind}: PATCH", response["status"])] += 1
             if response["status"] == 200:
-                self.seen.record(kind, response["headers"].get("ETag"), response["body"]["data"], write=True)
+                self.seen.record(kind, response["headers"].get("ETag"), response["body"]["data"],
+                                 write=True, reply=reply)
 
     def graphql(self) -> None:
         task_id = self.pool.one()
@@ -529,6 +547,27 @@ def summary(content: str) -> str:
 def check_etags(seen: Observations) -> list[str]:
     return [f"{rid}.{version}: " + "; ".join(f"{summary(c)} (from {source})" for c, source in by.items())
             for (rid, version), by in seen.contents.items() if len(by) > 1]
+
+
+def check_fresh_reads(seen: Observations) -> list[str]:
+    """A GET sent after a write of its record was answered shows that write or a later one,
+    and a GET sent after the record's delete was answered does not find it (each process
+    caches records: `api.services.record_cache`)."""
+    newest: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    for record_id, version, when in seen.answered:
+        newest[record_id].append((when, version))
+    gone = {}
+    for record_id, when in seen.deleted:
+        gone[record_id] = min(when, gone.get(record_id, when))
+    violations = []
+    for record_id, version, sent in seen.reads:
+        known = max((v for when, v in newest[record_id] if when < sent), default=0)
+        if known > version:
+            violations.append(f"{record_id}: a GET sent after version {known} was answered got {version}")
+        if record_id in gone and gone[record_id] < sent:
+            violations.append(f"{record_id}: a GET sent after its delete was answered found "
+                              f"version {version}")
+    return violations
 
 
 def check_if_match(seen: Observations) -> list[str]:
@@ -787,6 +826,7 @@ def run(app, account_id: str, key: str, ports: list[int]) -> Run:
         "4. one event per committed write": check_one_event_per_write(steps, seen,
                                                                       stored_rows(app, account_id)),
         "5. streams and poller: the log in commit order": check_streams(log, streams, poller),
+        "6. a GET shows every write answered before it was sent": check_fresh_reads(seen),
     }
     return Run(seen, log, streams, poller, checks)
 

@@ -14,6 +14,7 @@ import os
 from contextlib import contextmanager
 
 from api import config, create_app, migrate, redis_conn, store
+from api.services import record_cache
 from tests import backends
 
 
@@ -55,6 +56,8 @@ def extra_apps():
         redis_conn.configure(saved_redis)
         if hasattr(config, "_active"):
             config._active = saved_settings
+        if saved_settings is not None:
+            record_cache.configure(saved_settings)
         quiver_log.setLevel(saved_level)
 
 

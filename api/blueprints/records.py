@@ -7,7 +7,7 @@ ETag-based concurrency control.
 
 from urllib.parse import urlencode
 
-from flask import request
+from flask import g, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -25,10 +25,11 @@ from api.docs import (
 )
 from api.entities import ENTITIES
 from api.entities.base import Entity
-from api.http import json_body, no_content, success
+from api.http import json_body, json_response, no_content, success
 from api.query import ListQuery, parse_list_args, parse_shape
+from api.services import record_cache
 from api.services.records import Page, reads_record, service_for
-from api.services.writes import etag, etag_matches
+from api.services.writes import etag, etag_listed
 
 BASE = "/api/v1"
 ETAG = '"[!#-~]*"'  # an entity tag (RFC 9110): what `ETag` headers carry
@@ -88,6 +89,16 @@ def make_blueprint(entity: Entity) -> Blueprint:
             headers["Location"] = f"{BASE}/{entity.path}/{row.id}"
         return success(data, status, headers=headers)
 
+    def current(record_id, row, fields=None, expand=(), cached=None):
+        """The record (`row`, or a `cached` entry of it), or 304 when `If-None-Match` names it."""
+        tag = cached.etag if cached else etag(row)
+        if_none_match = request.headers.get("If-None-Match")
+        if if_none_match and etag_listed(if_none_match, tag, weak=True):
+            return "", 304, {"ETag": tag}
+        if cached:
+            return json_response(cached.body, headers={"ETag": tag})
+        return record_response(row, fields=fields, expand=expand)
+
     def reference_links(view):
         """A new record can be referenced at once: `POST /tasks` links to `POST /comments` with its
         `taskId` (merged into the body), for every relation that points at this entity."""
@@ -137,12 +148,19 @@ def make_blueprint(entity: Entity) -> Blueprint:
         @blp.alt_response(304, description="Not modified (If-None-Match matched).")
         @blp.alt_response(404, schema=ErrorSchema)
         def get(self, record_id):
-            fields, expand = parse_shape(entity, request.args)
-            row = service.get(current_account_id(), record_id)
-            if_none_match = request.headers.get("If-None-Match")
-            if if_none_match and etag_matches(if_none_match, row, weak=True):
-                return "", 304, {"ETag": etag(row)}
-            return record_response(row, fields=fields, expand=expand)
+            if request.args:
+                fields, expand = parse_shape(entity, request.args)
+                return current(record_id, service.get(current_account_id(), record_id), fields, expand)
+            read_under = g.get("record_tag")
+            cached = read_under and record_cache.lookup(entity.name, current_account_id(), record_id,
+                                                        read_under)
+            if cached:
+                return current(record_id, None, cached=cached)
+            response = current(record_id, service.get(current_account_id(), record_id))
+            if read_under and response.status_code == 200:
+                record_cache.remember(entity.name, current_account_id(), record_id, read_under,
+                                      response.headers["ETag"], response.get_data())
+            return response
 
         @requires("write")
         @blp.doc(summary=f"Update some fields of a {entity.name}", parameters=[if_match], **patch_doc)

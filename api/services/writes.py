@@ -31,7 +31,7 @@ from api.entities import DELETE_HOOKS, ENTITIES, referencing
 from api.entities.base import Entity
 from api.errors import APIError, Conflict, NotFound, PreconditionFailed, ValidationFailed
 from api.ids import new_id
-from api.services import events
+from api.services import events, record_cache
 from api.services.validation import Validator
 from api.store import (
     db,
@@ -104,10 +104,16 @@ def raise_first(failures: list[Failure]) -> None:
 
 def etag_matches(header: str, row, weak: bool = False) -> bool:
     """True when an `If-Match` (strong comparison) or `If-None-Match` (`weak=True`) names `row`."""
+    return etag_listed(header, etag(row), weak)
+
+
+def etag_listed(header: str, tag: str, weak: bool = False) -> bool:
+    """True when an `If-Match` (strong comparison) or `If-None-Match` (`weak=True`) names the
+    ETag `tag`."""
     tags = [t.strip() for t in header.split(",")]
     if weak:
         tags = [t[2:] if t.startswith("W/") else t for t in tags]
-    return "*" in tags or etag(row) in tags
+    return "*" in tags or tag in tags
 
 
 def etag(row) -> str:
@@ -206,6 +212,7 @@ class RecordWriter(Validator):
             groups.setdefault(tuple(sorted(values)), []).append((row, values))
             changed.append(row)
             previous.append(before)
+        record_cache.changing([row.id for row in changed])
         for columns, members in groups.items():
             self._guarded_update(columns, members)
         for row in changed:
@@ -253,6 +260,7 @@ class RecordWriter(Validator):
     def remove(self, account_id: str, rows: list) -> None:
         """Delete locked `rows` after applying the `on_delete` of every relation pointing at them."""
         model = self.model
+        record_cache.changing([row.id for row in rows])
         for chunk in _chunks([row.id for row in rows]):
             self._detach_dependents(account_id, chunk)
             model.delete().where(model.id.in_(chunk)).execute()
