@@ -27,6 +27,7 @@ from api.errors import ValidationFailed, flatten_messages
 from api.fields import StrictBoolean, Text
 from api.request_log import REQUEST_ID
 from api.routing import view_for
+from api.services import record_cache
 from api.services.records import read_ahead
 from api.store import transaction
 
@@ -286,7 +287,11 @@ def _run_all(subs: list[SubRequest], stop_on_failure: bool = False) -> list[dict
     results: dict[str, dict] = {}
     responses = []
     for run in _runs(subs):
-        with read_ahead(g.account_id, _records_read(run)):
+        wanted = _records_read(run)
+        tags = record_cache.read_tags([i for ids in wanted.values() for i in ids])
+        uncached = {name: [i for i in ids if not record_cache.lookup(name, g.account_id, i, tags.get(i))]
+                    for name, ids in wanted.items()}
+        with record_cache.tags_ahead(tags), read_ahead(g.account_id, uncached):
             for sub in run:
                 failed = _failed_dependency(sub, results)
                 if failed is not None:

@@ -8,8 +8,8 @@ For SQLite, and PostgreSQL when one answers (see tests/backends.py):
 3. the same 1,000 tasks as 1,000 single `POST /tasks` on one keep-alive connection;
    a batch of 20 `GET /tasks/{id}` against the same 20 requests sent one by one;
 4. `GET /api/v1/tasks/{id}` vs a hello-world view under the same load generator (and the same
-   with rate limiting off, and with `METRICS_ENABLED=false`, to show their shares); on PostgreSQL
-   also vs Kinto's record GET, Kinto
+   with rate limiting off, with `METRICS_ENABLED=false` and with `RECORD_CACHE_SIZE=0`, to show
+   their shares); on PostgreSQL also vs Kinto's record GET, Kinto
    running from a virtualenv of its own under the same gunicorn settings (bench/kinto_peer.py);
 5. `GET /api/v1/tasks?limit=100&expand=assignee,project`: requests/s and SQL queries per request,
    and the same data through GraphQL (bench/graphql.py);
@@ -137,8 +137,8 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str,
 
     proc_env = {**os.environ, **env, "BENCH_ACCOUNT_ID": account.id, "LOG_LEVEL": "INFO",
                 "WEB_CONCURRENCY": str(WEB_CONCURRENCY), "WEB_THREADS": str(WEB_THREADS)}
-    quiver_port, base_port, unlimited_port, unmetered_port = (free_port(), free_port(), free_port(),
-                                                              free_port())
+    quiver_port, base_port, unlimited_port, unmetered_port, uncached_port = (
+        free_port(), free_port(), free_port(), free_port(), free_port())
     quiver = start_gunicorn(proc_env, quiver_port, log=var_dir / f"{name}-quiver.log")
     baseline = start_gunicorn(proc_env, base_port, "bench.baseline_app:app", "/hello",
                               log=var_dir / f"{name}-hello.log")
@@ -146,6 +146,8 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str,
                                log=var_dir / f"{name}-limits-off.log")
     unmetered = start_gunicorn({**proc_env, "METRICS_ENABLED": "false"}, unmetered_port,
                                log=var_dir / f"{name}-metrics-off.log")
+    uncached = start_gunicorn({**proc_env, "RECORD_CACHE_SIZE": "0"}, uncached_port,
+                              log=var_dir / f"{name}-cache-off.log")
     auth = {"Authorization": f"Bearer {key}"}
     peers = ExitStack()
     try:
@@ -183,11 +185,13 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str,
 
         # metrics off right after on, so both meet the machine as the round's hello world did
         measured = [(load.run(base_port, "GET", "/hello", threads=THREADS, duration=DURATION),
-                     get_one(quiver_port), get_one(unmetered_port), get_one(unlimited_port), get_kinto())
+                     get_one(quiver_port), get_one(unmetered_port), get_one(unlimited_port), get_kinto(),
+                     get_one(uncached_port))
                     for _ in range(ROUNDS)]
         peers.close()
-        rounds = [(hello, on, unlimited_, kinto_) for hello, on, _, unlimited_, kinto_ in measured]
-        unmetered_rounds = [(hello, off) for hello, _, off, _, _ in measured]
+        rounds = [(hello, on, unlimited_, kinto_) for hello, on, _, unlimited_, kinto_, _ in measured]
+        unmetered_rounds = [(hello, off) for hello, _, off, _, _, _ in measured]
+        uncached_rounds = [(hello, off) for hello, _, _, _, _, off in measured]
         latencies = load.LoadResult(0, 1, [t for _, q, _, _ in rounds for t in q.latencies], 0)
         line(name, f"GET /tasks/{{id}}: {statistics.median(q.rate for _, q, _, _ in rounds):,.0f} req/s, "
                    f"p50 {latencies.p50:.1f} ms, p99 {latencies.percentile(0.99):.1f} ms; hello world "
@@ -199,6 +203,9 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str,
                    f"{statistics.median(u.rate / h.rate for h, _, u, _ in rounds):.2f} "
                    "(limits off: the key's revocation marker is still read from Redis, in the same call)")
         _metrics_on_off(name, rounds, unmetered_rounds)
+        line(name, f"GET /tasks/{{id}} with RECORD_CACHE_SIZE=0 (every GET reads the database): "
+                   f"{statistics.median(u.rate for _, u in uncached_rounds):,.0f} req/s; ratio "
+                   f"{statistics.median(u.rate / h.rate for h, u in uncached_rounds):.2f} (reported)")
         if kinto is not None:
             line(name, f"GET /tasks/{{id}} vs Kinto record GET: "
                        f"{statistics.median(q.rate for _, q, _, _ in rounds):,.0f} req/s vs "
@@ -228,6 +235,7 @@ def bench_backend(name: str, database_url: str, var_dir: Path, redis_url: str,
         stop_process(baseline)
         stop_process(unlimited)
         stop_process(unmetered)
+        stop_process(uncached)
     if core_only:
         return
     with app.app_context():

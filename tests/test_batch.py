@@ -704,7 +704,7 @@ def test_consecutive_gets_of_records_cost_one_query_per_entity(api, count_querie
         ok_batch(api, reads(2))
     with count_queries() as large:
         responses = ok_batch(api, reads(15))
-    assert large.count == small.count, (small.count, large.count)
+    assert large.count <= small.count, (small.count, large.count)  # (fewer: records now cached)
     assert [r["status"] for r in responses] == [200] * 16
     for response, task in zip(responses, tasks):
         direct = api.get(f"/tasks/{task['id']}")
@@ -727,7 +727,7 @@ def test_gets_after_a_write_are_read_ahead_as_a_run_of_their_own(api, count_quer
         ok_batch(api, batch(2))
     with count_queries() as large:
         responses = ok_batch(api, batch(11))
-    assert large.count == small.count, (small.count, large.count)
+    assert large.count <= small.count, (small.count, large.count)  # (fewer: records now cached)
     assert [r["body"]["data"]["title"] for r in responses[2:]] == [f"run {i}" for i in range(1, 12)]
 
 

@@ -9,6 +9,8 @@
   committed, kept after it, does not answer the next GET.
 - A write in flight (begun, not done) keeps its record out of the cache; a write that
   rolled back (an atomic batch that failed) leaves the record cacheable, unchanged.
+- A batch's runs of GETs read their records' counters in one Redis call and are answered
+  from the cache too; they see the batch's own earlier writes, committed or (atomic) not.
 - Entries are the account's own: another account's request for the id is a 404.
 - Requests with `fields` or `expand`, `RECORD_CACHE_SIZE=0`, entries older than
   `RECORD_CACHE_SECONDS` and an unreachable Redis all read the database.
@@ -99,6 +101,28 @@ def test_a_write_rolled_back_leaves_the_record_cacheable_and_unchanged(api, coun
         cached = api.get(path)
     assert task_reads(counter) == []
     assert reread.data == cached.data == before.data
+
+
+def test_a_batch_reads_from_the_cache_and_sees_its_own_writes(api, count_queries):
+    task = api.create("tasks", title="one")
+    path = f"/tasks/{task['id']}"
+    api.get(path)
+
+    def batch(*requests, atomic=False):
+        answer = api.post("/batch", json={"atomic": atomic, "requests": [
+            {"id": f"r{i}", **request} for i, request in enumerate(requests)]})
+        return [r["body"]["data"]["title"] for r in answer.get_json()["responses"]]
+
+    with count_queries() as counter:
+        assert batch({"method": "GET", "path": path}, {"method": "GET", "path": path}) == ["one", "one"]
+    assert task_reads(counter) == []
+    assert batch({"method": "GET", "path": path},
+                 {"method": "PATCH", "path": path, "body": {"title": "two"}},
+                 {"method": "GET", "path": path}) == ["one", "two", "two"]
+    assert batch({"method": "PATCH", "path": path, "body": {"title": "three"}},
+                 {"method": "GET", "path": path}, atomic=True) == ["three", "three"]
+    assert api.get(path).get_json()["data"]["title"] == "three"
+    assert batch({"method": "GET", "path": path}) == ["three"]
 
 
 def test_another_accounts_request_for_a_cached_id_is_a_404(account, other_account):

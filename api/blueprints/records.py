@@ -151,7 +151,7 @@ def make_blueprint(entity: Entity) -> Blueprint:
             if request.args:
                 fields, expand = parse_shape(entity, request.args)
                 return current(record_id, service.get(current_account_id(), record_id), fields, expand)
-            read_under = g.get("record_tag")
+            read_under = g.get("record_tag") or record_cache.tag_ahead(record_id)
             cached = read_under and record_cache.lookup(entity.name, current_account_id(), record_id,
                                                         read_under)
             if cached:

@@ -30,6 +30,8 @@ can be, once Redis is back, in a process that made no Redis call during the outa
 import logging
 import threading
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from api import metrics, redis_conn
@@ -78,9 +80,10 @@ def tag(epoch: str, begun: str | None, done: str | None) -> tuple[str, str] | No
     return (epoch, done) if epoch and begun == done else None
 
 
-def lookup(entity: str, account_id: str, record_id: str, current: tuple[str, str]) -> Entry | None:
+def lookup(entity: str, account_id: str, record_id: str, current: tuple[str, str] | None
+           ) -> Entry | None:
     """The entry of a record, if it was read under the `current` tag and is young enough."""
-    entry = _entries.get((entity, account_id, record_id))
+    entry = _entries.get((entity, account_id, record_id)) if current else None
     if entry is None or entry.tag != current:
         return None
     if time.monotonic() - entry.stored_at > _limits["seconds"]:
@@ -95,6 +98,43 @@ def remember(entity: str, account_id: str, record_id: str, read_under: tuple[str
         if len(_entries) >= _limits["size"]:
             _entries.pop(next(iter(_entries)), None)  # the oldest
         _entries[(entity, account_id, record_id)] = Entry(read_under, etag, body, time.monotonic())
+
+
+_ahead: ContextVar[dict | None] = ContextVar("quiver_record_tags_ahead", default=None)
+
+
+def read_tags(record_ids: list[str]) -> dict[str, tuple[str, str] | None]:
+    """The current tags of records, in one Redis call (for a batch's run of GETs, whose
+    sub-requests make none); empty when Redis cannot tell."""
+    if not enabled() or not record_ids:
+        return {}
+    names = [name for record_id in record_ids for name in counters(record_id)]
+    try:
+        epoch, *values = redis_conn.client().mget([keys.EPOCH, *names])
+    except keys.REDIS_DOWN:
+        metrics.redis_error("record_cache")
+        forget_all()
+        return {}
+    if epoch is None:
+        return {}
+    return {record_id: tag(epoch.decode(), *(v and v.decode() for v in values[2 * i:2 * i + 2]))
+            for i, record_id in enumerate(record_ids)}
+
+
+@contextmanager
+def tags_ahead(tags: dict):
+    """Let `tag_ahead` answer with `tags` (from `read_tags`) while the block runs."""
+    token = _ahead.set(tags)
+    try:
+        yield
+    finally:
+        _ahead.reset(token)
+
+
+def tag_ahead(record_id: str) -> tuple[str, str] | None:
+    """The tag read ahead for a record (see `tags_ahead`), if any."""
+    tags = _ahead.get()
+    return tags.get(record_id) if tags else None
 
 
 def forget_all() -> None:
