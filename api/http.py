@@ -71,6 +71,11 @@ def json_response(body: bytes, status: int = 200, headers: dict | None = None):
     return current_app.response_class(body, status, headers, mimetype=current_app.json.mimetype)
 
 
+def not_modified(etag: str):
+    """An empty 304 naming the current `ETag`."""
+    return current_app.response_class(status=304, headers={"ETag": etag})
+
+
 def no_content():
     """An empty 204 response."""
     return "", 204

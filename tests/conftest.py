@@ -175,11 +175,12 @@ def count_queries():
 
 
 @pytest.fixture(scope="session")
-def live_server(app, backend_env):
-    """A real gunicorn serving the test database; yields its base URL."""
+def live_server(app, backend_env, var_dir):
+    """A real gunicorn serving the test database; yields its base URL. Its log (warnings
+    and errors) is `live-server.log` in the session's var directory."""
     port = free_port()
     env = {**os.environ, **backend_env, "WEB_CONCURRENCY": "2", "WEB_THREADS": "4",
            "LOG_LEVEL": "WARNING"}
-    process = start_gunicorn(env, port)
+    process = start_gunicorn(env, port, log=var_dir / "live-server.log")
     yield f"http://127.0.0.1:{port}"
     stop_process(process)

@@ -33,6 +33,8 @@ def task_reads(counter) -> list:
 
 def test_a_record_read_once_is_answered_without_the_database(api, count_queries):
     task = api.create("tasks", title="cached")
+    unseen = api.get(f"/tasks/{task['id']}", headers={"If-None-Match": f'"tsk_x.1", "{task["id"]}.1"'})
+    assert unseen.status_code == 304 and unseen.data == b""  # (a 304 is not kept)
     first = api.get(f"/tasks/{task['id']}")
     with count_queries() as counter:
         again = api.get(f"/tasks/{task['id']}")

@@ -134,12 +134,13 @@ def test_record_reads_are_prepared_once_per_connection_on_postgresql(account, ba
                                                                     count_queries):
     """On PostgreSQL a record read by id is `PREPARE`d once on a connection, then only
     `EXECUTE`d; with `DB_PREPARE=false` (for poolers in transaction mode), and on SQLite,
-    it is sent as plain SQL every time. Either way the answer is the same."""
+    it is sent as plain SQL every time. Either way the answer is the same. (The record
+    cache is off here, so that every GET reads the database.)"""
     task = account.api.post("/tasks", json={"title": "prepared"}).get_json()["data"]
     with extra_apps() as build:
         for prepare in ("true", "false"):
-            api = ApiClient(build({**backend_env, "DB_PREPARE": prepare}).test_client(),
-                            account.api.key)
+            api = ApiClient(build({**backend_env, "DB_PREPARE": prepare, "RECORD_CACHE_SIZE": "0"})
+                            .test_client(), account.api.key)
             with count_queries() as counter:
                 for _ in range(3):
                     fetched = api.get(f"/tasks/{task['id']}")

@@ -25,7 +25,7 @@ from api.docs import (
 )
 from api.entities import ENTITIES
 from api.entities.base import Entity
-from api.http import json_body, json_response, no_content, success
+from api.http import json_body, json_response, no_content, not_modified, success
 from api.query import ListQuery, parse_list_args, parse_shape
 from api.services import record_cache
 from api.services.records import Page, reads_record, service_for
@@ -94,7 +94,7 @@ def make_blueprint(entity: Entity) -> Blueprint:
         tag = cached.etag if cached else etag(row)
         if_none_match = request.headers.get("If-None-Match")
         if if_none_match and etag_listed(if_none_match, tag, weak=True):
-            return "", 304, {"ETag": tag}
+            return not_modified(tag)
         if cached:
             return json_response(cached.body, headers={"ETag": tag})
         return record_response(row, fields=fields, expand=expand)
