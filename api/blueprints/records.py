@@ -89,7 +89,7 @@ def make_blueprint(entity: Entity) -> Blueprint:
             headers["Location"] = f"{BASE}/{entity.path}/{row.id}"
         return success(data, status, headers=headers)
 
-    def current(record_id, row, fields=None, expand=(), cached=None):
+    def current(row, fields=None, expand=(), cached=None):
         """The record (`row`, or a `cached` entry of it), or 304 when `If-None-Match` names it."""
         tag = cached.etag if cached else etag(row)
         if_none_match = request.headers.get("If-None-Match")
@@ -150,13 +150,13 @@ def make_blueprint(entity: Entity) -> Blueprint:
         def get(self, record_id):
             if request.args:
                 fields, expand = parse_shape(entity, request.args)
-                return current(record_id, service.get(current_account_id(), record_id), fields, expand)
+                return current(service.get(current_account_id(), record_id), fields, expand)
             read_under = g.get("record_tag") or record_cache.tag_ahead(record_id)
             cached = read_under and record_cache.lookup(entity.name, current_account_id(), record_id,
                                                         read_under)
             if cached:
-                return current(record_id, None, cached=cached)
-            response = current(record_id, service.get(current_account_id(), record_id))
+                return current(None, cached=cached)
+            response = current(service.get(current_account_id(), record_id))
             if read_under and response.status_code == 200:
                 record_cache.remember(entity.name, current_account_id(), record_id, read_under,
                                       response.headers["ETag"], response.get_data())
