@@ -12,6 +12,8 @@
 - A batch's runs of GETs read their records' counters in one Redis call and are answered
   from the cache too; they see the batch's own earlier writes, committed or (atomic) not.
 - Entries are the account's own: another account's request for the id is a 404.
+- A process that does not cache (the RQ worker, `RECORD_CACHE_SIZE=0`) still bumps the
+  counters of the records it writes.
 - Requests with `fields` or `expand`, `RECORD_CACHE_SIZE=0`, entries older than
   `RECORD_CACHE_SECONDS` and an unreachable Redis all read the database.
 """
@@ -154,6 +156,18 @@ def test_with_no_cache_or_entries_too_old_every_read_reads_the_database(
             with count_queries() as counter:
                 assert reader.get(f"/tasks/{task['id']}").status_code == 200
             assert task_reads(counter), overrides
+
+
+def test_a_process_that_does_not_cache_still_tells_the_others_of_its_writes(
+        account, backend_env):
+    task = account.api.create("tasks", title="told")
+    begun, done = record_cache.counters(task["id"])
+    counters = redis.Redis.from_url(backend_env["REDIS_URL"])
+    with extra_apps() as build:  # as the RQ worker, or a web process with the cache off
+        writer = ApiClient(build({**backend_env, "RECORD_CACHE_SIZE": "0"}).test_client(),
+                           account.api.key)
+        assert writer.patch(f"/tasks/{task['id']}", json={"title": "heard"}).status_code == 200
+    assert counters.get(begun) is not None and counters.get(begun) == counters.get(done)
 
 
 def test_without_redis_records_are_read_from_the_database(api, monkeypatch, count_queries):

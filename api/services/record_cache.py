@@ -24,7 +24,8 @@ a new epoch. When Redis cannot be reached a request reads the database and this 
 forgets every entry; a write whose `begun` could not be bumped still commits, so an
 entry older than `RECORD_CACHE_SECONDS` is never served (that bounds how stale a record
 can be, once Redis is back, in a process that made no Redis call during the outage).
-`RECORD_CACHE_SIZE=0` turns the cache off.
+`RECORD_CACHE_SIZE=0` turns the cache off (in that process: its writes still bump the
+counters, as the RQ worker's do).
 """
 
 import logging
@@ -144,8 +145,10 @@ def forget_all() -> None:
 
 def changing(record_ids: list[str]) -> None:
     """Bump the `begun` counter of records the current transaction is about to change or
-    delete, and their `done` counter once it has ended."""
-    if not enabled() or not record_ids:
+    delete, and their `done` counter once it has ended. Every process that writes does
+    this, whether it caches or not (an RQ worker, a web process with the cache off):
+    the web processes that cache must hear of its writes."""
+    if not record_ids:
         return
     try:
         _bump(record_ids, 0)
