@@ -14,6 +14,7 @@
 - Entries are the account's own: another account's request for the id is a 404.
 - A process that does not cache (the RQ worker, `RECORD_CACHE_SIZE=0`) still bumps the
   counters of the records it writes.
+- A full cache lets its oldest entry go.
 - Requests with `fields` or `expand`, `RECORD_CACHE_SIZE=0`, entries older than
   `RECORD_CACHE_SECONDS` and an unreachable Redis all read the database.
 """
@@ -156,6 +157,20 @@ def test_with_no_cache_or_entries_too_old_every_read_reads_the_database(
             with count_queries() as counter:
                 assert reader.get(f"/tasks/{task['id']}").status_code == 200
             assert task_reads(counter), overrides
+
+
+def test_a_full_cache_lets_its_oldest_entry_go(account, backend_env, count_queries):
+    with extra_apps() as build:
+        reader = ApiClient(build({**backend_env, "RECORD_CACHE_SIZE": "1"}).test_client(),
+                           account.api.key)
+        first, second = (reader.create("tasks", title=title) for title in ("first", "second"))
+        reader.get(f"/tasks/{first['id']}")
+        with count_queries() as kept:
+            assert reader.get(f"/tasks/{first['id']}").get_json()["data"]["title"] == "first"
+        reader.get(f"/tasks/{second['id']}")
+        with count_queries() as evicted:
+            assert reader.get(f"/tasks/{first['id']}").get_json()["data"]["title"] == "first"
+        assert task_reads(kept) == [] and task_reads(evicted)
 
 
 def test_a_process_that_does_not_cache_still_tells_the_others_of_its_writes(

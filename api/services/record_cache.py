@@ -62,7 +62,7 @@ _storing = threading.Lock()
 def configure(settings: Settings) -> None:
     """Size the cache (`RECORD_CACHE_SIZE` entries, `RECORD_CACHE_SECONDS` old at most); empty it."""
     _limits.update(size=settings.record_cache_size, seconds=settings.record_cache_seconds)
-    _entries.clear()
+    forget_all()
 
 
 def enabled() -> bool:
@@ -97,7 +97,7 @@ def remember(entity: str, account_id: str, record_id: str, read_under: tuple[str
     """Keep a record's response, read after its counters showed `read_under`."""
     with _storing:
         if len(_entries) >= _limits["size"]:
-            _entries.pop(next(iter(_entries)), None)  # the oldest
+            _entries.pop(next(iter(_entries), None), None)  # the oldest
         _entries[(entity, account_id, record_id)] = Entry(read_under, etag, body, time.monotonic())
 
 
@@ -140,7 +140,8 @@ def tag_ahead(record_id: str) -> tuple[str, str] | None:
 
 def forget_all() -> None:
     """Drop every entry (Redis could not be reached: writes in the meantime went unseen)."""
-    _entries.clear()
+    with _storing:  # (not while `remember` looks for the oldest)
+        _entries.clear()
 
 
 def changing(record_ids: list[str]) -> None:
