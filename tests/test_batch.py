@@ -30,6 +30,7 @@ Covers `POST /api/v1/batch`:
 """
 
 import json
+import logging
 import uuid
 
 import pytest
@@ -685,6 +686,34 @@ def test_batch_echoes_its_request_id(api):
 
 
 # --- consecutive GETs read ahead ----------------------------------------------------------------
+
+
+def test_a_batch_is_one_request_with_one_id_and_one_log_line(api, monkeypatch):
+    """Its sub-requests log their errors under the batch's request id; the batch, not each
+    sub-request, gets the request's log line."""
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("quiver")
+    saved_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(service_for("task"), "list_page", boom)
+    try:
+        responses = ok_batch(api, [get_sub("ok", "/users"), get_sub("boom", "/tasks")],
+                             headers={"X-Request-ID": "batch-log-1"})
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved_level)
+    assert [r["status"] for r in responses] == [200, 500]
+    logged = [r for r in records if r.name == "quiver.request"]
+    assert [(r.path, r.request_id) for r in logged] == [("/api/v1/batch", "batch-log-1")]
+    errors = [r for r in records if r.getMessage() == "unhandled error"]
+    assert [r.request_id for r in errors] == ["batch-log-1"]
 
 
 def get_sub(sub_id: str, path: str) -> dict:
